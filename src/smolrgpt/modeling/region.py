@@ -1,0 +1,60 @@
+"""Region features: the refiner (token grid -> dense feature map) and parameter-free mask pooling."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of each pixel of a [B, C, H, W] map."""
+
+    def __init__(self, channels: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class Refiner(nn.Module):
+    """Upsamples the 8x8 connector tokens to a 64x64 map: (ConvT 2x2/2 -> LayerNorm2d -> GELU) twice, then
+    ConvT 2x2/2 -> GELU. Width is the LM's hidden size. Module indices (0, 1, 3, 4, 6 hold weights) match
+    the authors' checkpoint layout so their weights import by name."""
+
+    def __init__(self, width: int, num_layers: int, eps: float):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(num_layers):
+            layers.append(nn.ConvTranspose2d(width, width, kernel_size=2, stride=2))
+            if i < num_layers - 1:
+                layers.append(LayerNorm2d(width, eps))
+            layers.append(nn.GELU())
+        self.refiner = nn.Sequential(*layers)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B, S*S, C] tokens (row-major grid) -> [B, C, S*2^n, S*2^n] feature map."""
+        batch, seq, width = tokens.shape
+        side = int(round(seq**0.5))
+        grid = tokens.transpose(1, 2).reshape(batch, width, side, side)
+        return self.refiner(grid)
+
+
+def mask_pool(features: torch.Tensor, masks: torch.Tensor, sample_index: torch.Tensor, eps: float) -> torch.Tensor:
+    """Weighted mean of each region's feature map: sum(feat * mask) / (sum(mask) + eps).
+
+    features: [B, C, G, G]; masks: [R, G, G] weights in [0, 1]; sample_index: [R] frame of each region.
+    Returns [R, C]. One matrix product per frame, so region count never multiplies feature-map memory.
+    """
+    if masks.shape[-2:] != features.shape[-2:]:
+        raise ValueError(f"region masks are {tuple(masks.shape[-2:])}, feature maps {tuple(features.shape[-2:])}")
+    flat = features.flatten(2)  # [B, C, G*G]
+    weights = masks.flatten(1).to(flat.dtype)  # [R, G*G]
+    pooled = torch.empty(masks.shape[0], flat.shape[1], dtype=flat.dtype, device=flat.device)
+    for b in torch.unique(sample_index).tolist():
+        rows = (sample_index == b).nonzero(as_tuple=True)[0]
+        w = weights[rows]
+        pooled[rows] = (w @ flat[b].T) / (w.sum(dim=1, keepdim=True) + eps)
+    return pooled

@@ -1,0 +1,39 @@
+"""Which modules train in each curriculum stage (spec section 2), and parameter counting."""
+from __future__ import annotations
+
+from torch import nn
+
+# Stage 1 aligns the RGB connector; stage 2 warms up both connectors and refiners with the LM frozen;
+# stage 3 trains everything except the shared vision encoder.
+TRAINABLE_MODULES = {
+    1: ("rgb_connector",),
+    2: ("rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner"),
+    3: ("rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner", "language_model"),
+}
+TOP_LEVEL_MODULES = ("vision_tower", "rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner",
+                     "language_model")
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Unique parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
+
+
+def parameter_summary(model: nn.Module) -> dict:
+    modules = {name: count_parameters(getattr(model, name)) for name in TOP_LEVEL_MODULES}
+    return {
+        "total_params": count_parameters(model),
+        "modules": modules,
+        "trainable_params_by_stage": {
+            str(stage): sum(modules[name] for name in names) for stage, names in TRAINABLE_MODULES.items()
+        },
+    }
+
+
+def set_trainable(model: nn.Module, stage: int) -> None:
+    """Freeze everything, then unfreeze the stage's modules."""
+    if stage not in TRAINABLE_MODULES:
+        raise ValueError(f"stage must be one of {sorted(TRAINABLE_MODULES)}, got {stage}")
+    model.requires_grad_(False)
+    for name in TRAINABLE_MODULES[stage]:
+        getattr(model, name).requires_grad_(True)

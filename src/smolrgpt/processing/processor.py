@@ -1,0 +1,151 @@
+"""SmolRGPTProcessor: all preprocessing, saved with the model, the only path from a `Sample` to tensors.
+
+Two steps, so training caches and inference servers can reuse the expensive part:
+  prepare(sample)   -> PreparedSample (numpy arrays: resized RGB/depth, pooled-grid masks, token ids)
+  collate(prepared) -> dict of batched tensors, dynamically padded (right for training, left for
+                       generation), regions flattened in row order with their row index.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import ProcessorMixin
+
+from smolrgpt.data.sample import Region, Sample
+from smolrgpt.errors import SampleError
+from smolrgpt.processing.images import ImageDecodeError, depth_transform, image_size_of, rgb_transform
+from smolrgpt.processing.prompt import IGNORE_INDEX, build_messages, encode_messages
+from smolrgpt.processing.regions import RegionDecodeError, regions_to_grid
+
+
+@dataclass
+class PreparedSample:
+    """One sample ready for collation (all numpy, compact: masks live on the pooling grid)."""
+
+    id: str
+    input_ids: np.ndarray  # int32 [T]
+    labels: np.ndarray  # int32 [T], IGNORE_INDEX outside answers
+    pixel_values: np.ndarray  # float32 [3, S, S]
+    depth_values: np.ndarray | None  # float32 [3, S, S]
+    region_masks: np.ndarray  # float32 [R, G, G]
+
+
+class SmolRGPTProcessor(ProcessorMixin):
+    """Turns samples into model inputs. Settings are saved in `processor_config.json`."""
+
+    tokenizer_class = "AutoTokenizer"
+
+    def __init__(self, tokenizer=None, image_size: int = 256, num_image_tokens: int = 64,
+                 mask_grid_size: int = 64, max_length: int = 512, chat_template=None, **kwargs):
+        self.image_size = int(image_size)
+        self.num_image_tokens = int(num_image_tokens)
+        self.mask_grid_size = int(mask_grid_size)
+        self.max_length = int(max_length)
+        super().__init__(tokenizer, chat_template=chat_template, **kwargs)
+
+    @classmethod
+    def for_model(cls, tokenizer, config, max_length: int = 512) -> "SmolRGPTProcessor":
+        return cls(tokenizer, image_size=config.vision_config.image_size,
+                   num_image_tokens=config.num_image_tokens, mask_grid_size=config.mask_grid,
+                   max_length=max_length)
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    # -- the parts of one sample ------------------------------------------------------------------------
+    def frame_arrays(self, image, depth=None, polarity: str = "far_bright"):
+        """Resized RGB and depth, [3, S, S] each; checks that both have the same size."""
+        rgb = rgb_transform(image, self.image_size)
+        if depth is None:
+            return rgb, None
+        rgb_size, depth_size = image_size_of(image), image_size_of(depth)
+        if rgb_size != depth_size:
+            raise ImageDecodeError(f"RGB is {rgb_size[0]}x{rgb_size[1]} but depth is {depth_size[0]}x{depth_size[1]}")
+        return rgb, depth_transform(depth, self.image_size, polarity)
+
+    def region_arrays(self, regions: list[Region], image_size: tuple[int, int]) -> np.ndarray:
+        return regions_to_grid(regions, image_size, self.mask_grid_size)
+
+    def prompt_arrays(self, turns, num_regions: int, train: bool) -> tuple[np.ndarray, np.ndarray]:
+        tags = sum(q.count("<mask>") for q, _ in turns)
+        if tags != num_regions:
+            raise RegionDecodeError(f"the question has {tags} <mask> tag(s) but the sample has {num_regions} region(s)")
+        history = list(turns)
+        if not train:  # the prompt ends with an open assistant turn for the last question
+            history[-1] = (history[-1][0], None)
+        elif any(a is None for _, a in history):
+            raise RegionDecodeError("a training sample needs an answer for every turn")
+        messages = build_messages(history, self.num_image_tokens)
+        ids, labels = encode_messages(self.tokenizer, messages, add_generation_prompt=not train)
+        if len(ids) > self.max_length:
+            raise RegionDecodeError(f"the prompt is {len(ids)} tokens, longer than max_length={self.max_length}")
+        return np.asarray(ids, np.int32), np.asarray(labels, np.int32)
+
+    def prepare(self, sample: Sample, train: bool = True) -> PreparedSample:
+        """Everything for one sample; any problem raises a SampleError naming the sample and its file."""
+        try:
+            if sample.image is None:
+                raise ImageDecodeError("the sample has no image")
+            if sample.regions and sample.depth is None:
+                raise ImageDecodeError("a sample with regions needs a depth map")
+            input_ids, labels = self.prompt_arrays(sample.turns, len(sample.regions), train)
+            rgb, depth = self.frame_arrays(sample.image, sample.depth, sample.depth_polarity)
+            masks = self.region_arrays(sample.regions, image_size_of(sample.image)) if sample.regions else \
+                np.zeros((0, self.mask_grid_size, self.mask_grid_size), np.float32)
+        except (ImageDecodeError, RegionDecodeError) as exc:
+            raise SampleError(str(exc), sample_id=sample.id, source=sample.source) from None
+        return PreparedSample(sample.id, input_ids, labels, rgb, depth, masks)
+
+    # -- batching ---------------------------------------------------------------------------------------
+    def collate(self, prepared: list[PreparedSample], padding_side: str = "right") -> dict[str, torch.Tensor]:
+        """Pad to the longest sample of the batch (never to max_length) with an explicit attention mask."""
+        if not prepared:
+            raise ValueError("cannot collate an empty batch")
+        if padding_side not in ("left", "right"):
+            raise ValueError("padding_side must be 'left' or 'right'")
+        batch, longest = len(prepared), max(len(p.input_ids) for p in prepared)
+        input_ids = torch.full((batch, longest), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((batch, longest), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((batch, longest), dtype=torch.long)
+        for row, p in enumerate(prepared):
+            n = len(p.input_ids)
+            span = slice(longest - n, longest) if padding_side == "left" else slice(0, n)
+            input_ids[row, span] = torch.from_numpy(p.input_ids.astype(np.int64))
+            labels[row, span] = torch.from_numpy(p.labels.astype(np.int64))
+            attention[row, span] = 1
+        out = {
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "labels": labels,
+            "pixel_values": torch.from_numpy(np.stack([p.pixel_values for p in prepared])),
+        }
+        counts = [len(p.region_masks) for p in prepared]
+        if sum(counts):
+            # Frames without regions need no depth features: a zero map keeps the batch rectangular.
+            zeros = np.zeros_like(prepared[0].pixel_values)
+            out["depth_values"] = torch.from_numpy(
+                np.stack([p.depth_values if p.depth_values is not None else zeros for p in prepared]))
+            out["region_masks"] = torch.from_numpy(np.concatenate([p.region_masks for p in prepared]))
+            out["region_sample_index"] = torch.repeat_interleave(torch.arange(batch), torch.tensor(counts))
+        return out
+
+    def __call__(self, samples: list[Sample], train: bool = True, padding_side: str | None = None):
+        prepared = [self.prepare(s, train=train) for s in samples]
+        return self.collate(prepared, padding_side or ("right" if train else "left"))
+
+    def decode(self, token_ids) -> str:
+        """Generated ids -> answer text (stops at the end-of-answer token, drops special tokens)."""
+        ids = [int(t) for t in token_ids]
+        if self.eos_token_id in ids:
+            ids = ids[: ids.index(self.eos_token_id)]
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    def batch_decode(self, sequences) -> list[str]:
+        return [self.decode(row) for row in sequences]

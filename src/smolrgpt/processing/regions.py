@@ -1,0 +1,167 @@
+"""The one mask pipeline: every region form -> a float weight map on the pooling grid.
+
+Regions are reduced to the grid (64x64 for the paper model) as soon as they are loaded, by exact area
+averaging, so batches never carry full-resolution float masks (a 15-mask 1080p sample would be ~124 MB)
+and a small region can never vanish (the authors' bilinear resize without antialiasing could turn a
+small mask into an all-zero weight map, i.e. a zero region vector).
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as coco_mask
+
+from smolrgpt.data.sample import Region
+
+
+class RegionDecodeError(ValueError):
+    """A region cannot be decoded or does not fit its image; the caller adds the sample and file."""
+
+
+def _rle_to_mask(rle: dict, image_size: tuple[int, int]) -> np.ndarray:
+    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
+        raise RegionDecodeError("RLE must be a dict with 'size' and 'counts'")
+    try:
+        h, w = (int(v) for v in rle["size"])
+    except (TypeError, ValueError):
+        raise RegionDecodeError(f"RLE size {rle['size']!r} is not [height, width]") from None
+    if (h, w) != image_size:
+        raise RegionDecodeError(f"mask size {h}x{w} differs from the image size {image_size[0]}x{image_size[1]}")
+    counts = rle["counts"]
+    if isinstance(counts, list):  # uncompressed RLE: run lengths, column-major, starting with zeros
+        if sum(counts) != h * w or any((not isinstance(c, int)) or c < 0 for c in counts):
+            raise RegionDecodeError(f"uncompressed RLE run lengths do not add up to {h}x{w}")
+        encoded = coco_mask.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    elif isinstance(counts, (str, bytes)):
+        encoded = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    else:
+        raise RegionDecodeError(f"RLE counts must be a string or a list, got {type(counts).__name__}")
+    try:
+        decoded = coco_mask.decode(encoded)
+    except Exception as exc:  # pycocotools raises bare exceptions on corrupt strings
+        raise RegionDecodeError(f"undecodable RLE ({exc})") from None
+    if int(coco_mask.area(encoded)) != int(decoded.sum()) or decoded.shape != (h, w):
+        raise RegionDecodeError("undecodable RLE (decoded area is inconsistent)")
+    return decoded
+
+
+def _array_mask(data, image_size: tuple[int, int]) -> np.ndarray:
+    if isinstance(data, (str, Path)):
+        try:
+            with Image.open(data) as img:
+                arr = np.asarray(img.convert("L") if img.mode not in ("L", "1", "I", "I;16", "F") else img)
+        except (OSError, ValueError) as exc:
+            raise RegionDecodeError(f"cannot read mask image {str(data)!r} ({exc})") from None
+    elif isinstance(data, Image.Image):
+        arr = np.asarray(data)
+    else:
+        arr = np.asarray(data)
+    if arr.ndim == 3:  # an RGB(A) mask image: inside = any non-zero channel
+        arr = arr.any(axis=-1)
+    if arr.ndim != 2:
+        raise RegionDecodeError(f"a mask must be 2-D, got shape {arr.shape}")
+    if arr.shape != tuple(image_size):
+        raise RegionDecodeError(
+            f"mask size {arr.shape[0]}x{arr.shape[1]} differs from the image size {image_size[0]}x{image_size[1]}"
+        )
+    return (arr != 0).astype(np.uint8)
+
+
+def _polygon_mask(polygons, image_size: tuple[int, int]) -> np.ndarray:
+    h, w = image_size
+    if not polygons or any(len(p) < 6 or len(p) % 2 for p in polygons):
+        raise RegionDecodeError("a polygon needs at least 3 (x, y) points as a flat list")
+    rles = coco_mask.frPyObjects([list(map(float, p)) for p in polygons], h, w)
+    return coco_mask.decode(coco_mask.merge(rles))
+
+
+def _box_coverage_1d(lo: float, hi: float, length: int, grid: int) -> np.ndarray:
+    """Fraction of each of `grid` equal cells of [0, length) covered by [lo, hi)."""
+    edges = np.linspace(0.0, float(length), grid + 1)
+    overlap = np.clip(np.minimum(edges[1:], hi) - np.maximum(edges[:-1], lo), 0.0, None)
+    return overlap / (edges[1:] - edges[:-1])
+
+
+def _box_grid(box, image_size: tuple[int, int], grid: int) -> np.ndarray:
+    try:
+        x1, y1, x2, y2 = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise RegionDecodeError(f"a box must be [x1, y1, x2, y2], got {box!r}") from None
+    h, w = image_size
+    x1, x2 = max(0.0, x1), min(float(w), x2)
+    y1, y2 = max(0.0, y1), min(float(h), y2)
+    if not (x2 > x1 and y2 > y1):
+        raise RegionDecodeError(f"box {list(box)!r} is empty inside the {h}x{w} image")
+    # Exact area coverage computed analytically: a box needs no full-resolution raster.
+    return np.outer(_box_coverage_1d(y1, y2, h, grid), _box_coverage_1d(x1, x2, w, grid)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _area_weights(length: int, grid: int) -> np.ndarray:
+    """[grid, length] matrix: share of pixel i inside cell g, divided by the cell's length."""
+    edges = np.linspace(0.0, float(length), grid + 1)
+    pixel = np.arange(length, dtype=np.float64)
+    overlap = np.clip(np.minimum(edges[1:, None], pixel + 1) - np.maximum(edges[:-1, None], pixel), 0.0, None)
+    return (overlap / (edges[1:] - edges[:-1])[:, None]).astype(np.float32)
+
+
+def area_average(mask: np.ndarray, grid: int) -> np.ndarray:
+    """Exact area average of a binary mask onto a grid x grid map, fractional cell borders included
+    (1080/64 and 1920/64 are not integers; image resizers' box filters only approximate this).
+    Written as two small matrix products: rows then columns."""
+    h, w = mask.shape
+    rows = _area_weights(h, grid) @ mask.astype(np.float32)
+    return (rows @ _area_weights(w, grid).T).clip(0.0, 1.0)
+
+
+def _never_empty(weights: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A non-empty region must keep some weight; float rounding could in principle lose a single pixel
+    of a 4K mask, so put it back on the cell holding the region's first pixel."""
+    if weights.sum() > 0:
+        return weights
+    ys, xs = np.nonzero(mask)
+    g = weights.shape[0]
+    weights = weights.copy()
+    weights[min(g - 1, ys[0] * g // mask.shape[0]), min(g - 1, xs[0] * g // mask.shape[1])] = 1.0 / mask.size
+    return weights
+
+
+def full_resolution_mask(region: Region, image_size: tuple[int, int]) -> np.ndarray:
+    """The binary uint8 mask of a region at the image's resolution (for overlays and checks)."""
+    if region.kind == "rle":
+        return _rle_to_mask(region.data, image_size)
+    if region.kind == "mask":
+        return _array_mask(region.data, image_size)
+    if region.kind == "polygon":
+        return _polygon_mask(region.data, image_size)
+    if region.kind == "box":
+        h, w = image_size
+        x1, y1, x2, y2 = (float(v) for v in region.data)
+        out = np.zeros((h, w), np.uint8)
+        out[max(0, int(np.floor(y1))):int(np.ceil(min(h, y2))), max(0, int(np.floor(x1))):int(np.ceil(min(w, x2)))] = 1
+        return out
+    raise RegionDecodeError(f"unknown region kind {region.kind!r}")
+
+
+def region_to_grid(region: Region, image_size: tuple[int, int], grid: int) -> np.ndarray:
+    """A region as a float32 [grid, grid] map of covered-area fractions in [0, 1], never all zero."""
+    if region.kind == "box":
+        return _box_grid(region.data, image_size, grid)
+    mask = full_resolution_mask(region, image_size)
+    if not mask.any():
+        raise RegionDecodeError("the region is empty (no pixel inside)")
+    return _never_empty(area_average(mask, grid), mask)
+
+
+def regions_to_grid(regions: list[Region], image_size: tuple[int, int], grid: int) -> np.ndarray:
+    """All regions of a sample as a float32 [R, grid, grid] array. Errors say which region (0-based)."""
+    out = np.zeros((len(regions), grid, grid), np.float32)
+    for k, region in enumerate(regions):
+        try:
+            out[k] = region_to_grid(region, image_size, grid)
+        except RegionDecodeError as exc:
+            raise RegionDecodeError(f"region {k} ({region.kind}): {exc}") from None
+    return out

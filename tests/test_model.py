@@ -1,0 +1,198 @@
+import numpy as np
+import pytest
+import torch
+
+from smolrgpt.modeling.config import SmolRGPTConfig
+from smolrgpt.modeling.model import InputMismatchError, SmolRGPTForConditionalGeneration
+from smolrgpt.modeling.region import mask_pool
+from smolrgpt.modeling.stages import parameter_summary, set_trainable
+
+from conftest import make_sample
+
+
+def _inputs(batch):
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+def test_paper_preset_parameter_counts():
+    with torch.device("meta"):
+        model = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset("smolrgpt-600m"))
+    s = parameter_summary(model)
+    assert s["total_params"] == 475_697_280  # spec: about 476M
+    assert s["modules"]["vision_tower"] == 85_843_200  # ViT 85.8M
+    assert s["modules"]["language_model"] == 361_824_000  # LLM 361.8M (vocab 49155)
+    assert s["modules"]["rgb_connector"] == 3072 * 960  # 2.95M
+    assert s["modules"]["rgb_refiner"] == 3 * (960 * 960 * 4 + 960) + 2 * 2 * 960  # 11.07M
+    assert s["trainable_params_by_stage"] == {"1": 2_949_120, "2": 28_030_080, "3": 389_854_080}
+
+
+def test_set_trainable_freezes_by_stage(tiny_model):
+    set_trainable(tiny_model, 2)
+    trainable = {n.split(".")[0] for n, p in tiny_model.named_parameters() if p.requires_grad}
+    assert trainable == {"rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner"}
+    set_trainable(tiny_model, 3)
+    assert not any(p.requires_grad for p in tiny_model.vision_tower.parameters())
+    assert all(p.requires_grad for p in tiny_model.language_model.parameters())
+
+
+def test_mask_pool_is_the_weighted_mean():
+    torch.manual_seed(0)
+    features = torch.randn(2, 5, 4, 4)
+    masks = torch.zeros(3, 4, 4)
+    masks[0, 0, 0], masks[0, 1, 1] = 1.0, 0.5
+    masks[1, 3, 3] = 0.25
+    masks[2, 2, 0:2] = 1.0
+    pooled = mask_pool(features, masks, torch.tensor([0, 0, 1]), eps=0.0)
+    expected0 = (features[0, :, 0, 0] * 1.0 + features[0, :, 1, 1] * 0.5) / 1.5
+    torch.testing.assert_close(pooled[0], expected0)
+    torch.testing.assert_close(pooled[1], features[0, :, 3, 3])
+    torch.testing.assert_close(pooled[2], features[1, :, 2, 0:2].mean(dim=1))
+
+
+def test_region_vectors_land_on_their_tags(tiny_model, tiny_processor):
+    samples = [make_sample("a", question="Is <mask> left of <mask>?", answer="left"),
+               make_sample("b", seed=1, question="Pallets <mask> <mask> <mask>?", answer="2",
+                           boxes=[[0, 0, 10, 10], [20, 20, 60, 60], [100, 0, 160, 90]])]
+    batch = tiny_processor(samples)
+    frames = tiny_model.encode_frames(batch["pixel_values"], batch["depth_values"])
+    embeds = tiny_model.embed_inputs(batch["input_ids"], frames, batch["region_masks"], batch["region_sample_index"])
+    rgb_vec, depth_vec = tiny_model.region_vectors(frames, batch["region_masks"], batch["region_sample_index"])
+    cfg = tiny_model.config
+    k = 0
+    for row in range(2):
+        rgb_pos = (batch["input_ids"][row] == cfg.mask_rgb_token_id).nonzero().flatten()
+        depth_pos = (batch["input_ids"][row] == cfg.mask_depth_token_id).nonzero().flatten()
+        for a, b in zip(rgb_pos, depth_pos):
+            torch.testing.assert_close(embeds[row, a], rgb_vec[k])
+            torch.testing.assert_close(embeds[row, b], depth_vec[k])
+            k += 1
+        image_pos = (batch["input_ids"][row] == cfg.image_token_id).nonzero().flatten()
+        torch.testing.assert_close(embeds[row, image_pos], frames.image_tokens[row])
+    assert k == 5
+    # the k-th region really is the k-th mask: pooling region 4 alone gives the same vector
+    alone = mask_pool(frames.rgb_map, batch["region_masks"][4:5], torch.tensor([1]), cfg.mask_pool_eps)
+    torch.testing.assert_close(alone[0], rgb_vec[4])
+
+
+def test_mismatched_counts_raise(tiny_model, tiny_processor):
+    batch = tiny_processor([make_sample("a"), make_sample("b", seed=1)])
+    with pytest.raises(InputMismatchError, match="do not match regions per row"):
+        tiny_model(**{**batch, "region_sample_index": torch.tensor([0, 0, 0, 1])})
+    with pytest.raises(InputMismatchError, match="image tokens"):
+        ids = batch["input_ids"].clone()
+        ids[0, ids[0] == tiny_model.config.image_token_id] = 5
+        tiny_model(**{**batch, "input_ids": ids})
+
+
+def test_loss_is_on_answer_tokens_only(tiny_model, tiny_processor):
+    batch = tiny_processor([make_sample("a"), make_sample("b", seed=1, question="Is <mask> left?", answer="Yes.")])
+    out = tiny_model(**batch)
+    logits = out.logits[:, :-1]
+    targets = batch["labels"][:, 1:]
+    keep = targets != -100
+    manual = torch.nn.functional.cross_entropy(logits[keep], targets[keep])
+    torch.testing.assert_close(out.loss, manual)
+    # changing a non-answer label position has no effect: only answers are learned
+    assert keep.sum() == sum((batch["labels"][r] != -100).sum() for r in range(2))
+
+
+def _greedy_without_cache(model, batch, steps, eos):
+    embeds = model.prepare_embeddings(batch["input_ids"], batch["pixel_values"], batch.get("depth_values"),
+                                      batch.get("region_masks"), batch.get("region_sample_index"))
+    mask = batch["attention_mask"]
+    out = []
+    for _ in range(steps):
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                                      use_cache=False).logits[:, -1]
+        token = logits.argmax(-1)
+        out.append(token)
+        embeds = torch.cat([embeds, model.get_input_embeddings()(token)[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        if eos is not None and bool((token == eos).all()):
+            break
+    return torch.stack(out, dim=1)
+
+
+def test_kv_cache_greedy_equals_full_recomputation(tiny_model, tiny_processor):
+    batch = tiny_processor([make_sample("a", answer=None)], train=False)
+    cached = tiny_model.generate(**_inputs(batch), max_new_tokens=12)
+    full = _greedy_without_cache(tiny_model, batch, 12, None)
+    assert cached.tolist() == full.tolist()
+
+
+def test_batched_generation_equals_one_by_one(tiny_model, tiny_processor):
+    samples = [make_sample("a", answer=None),
+               make_sample("b", seed=1, question="Which one of <mask> <mask> <mask> is leftmost?", answer=None,
+                           boxes=[[0, 0, 10, 10], [20, 20, 60, 60], [100, 0, 160, 90]]),
+               make_sample("c", seed=2, question="Describe <mask>.", answer=None)]
+    batch = tiny_processor(samples, train=False)
+    assert (batch["attention_mask"][:, -1] == 1).all()  # left padded
+    together = tiny_model.generate(**_inputs(batch), max_new_tokens=10)
+    for row, sample in enumerate(samples):
+        alone = tiny_model.generate(**_inputs(tiny_processor([sample], train=False)), max_new_tokens=10)
+        assert together[row, : alone.shape[1]].tolist() == alone[0].tolist()
+
+
+def test_generation_stops_each_row_at_the_end_token(tiny_model, tiny_processor):
+    samples = [make_sample("a", answer=None), make_sample("b", seed=3, answer=None)]
+    batch = tiny_processor(samples, train=False)
+    with torch.no_grad():  # a livelier random LM, so that greedy decoding does not repeat one token
+        for p in tiny_model.language_model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    free = tiny_model.generate(**_inputs(batch), max_new_tokens=10)
+    # pick as "end token" a token that row 0 emits at step 2 (and not before)
+    eos = int(free[0, 2])
+    assert eos not in free[0, :2].tolist(), free[0].tolist()
+    pad = tiny_processor.pad_token_id
+    stopped = tiny_model.generate(**_inputs(batch), max_new_tokens=10, eos_token_id=eos, pad_token_id=pad)
+    assert stopped[0, :3].tolist() == free[0, :3].tolist()
+    assert all(t == pad for t in stopped[0, 3:].tolist())
+    row1 = free[1].tolist()
+    stop1 = row1.index(eos) + 1 if eos in row1 else len(row1)
+    assert stopped[1, :stop1].tolist() == row1[:stop1]
+    end = tiny_processor.eos_token_id
+    tokens = free[0, :2].tolist()
+    assert tiny_processor.decode(tokens + [end] + free[0, 2:].tolist()) == tiny_processor.decode(tokens)
+
+
+def test_sampling_is_seeded_and_differs_from_greedy(tiny_model, tiny_processor):
+    batch = tiny_processor([make_sample("a", answer=None)], train=False)
+    torch.manual_seed(5)
+    a = tiny_model.generate(**_inputs(batch), max_new_tokens=8, do_sample=True, temperature=5.0)
+    torch.manual_seed(5)
+    b = tiny_model.generate(**_inputs(batch), max_new_tokens=8, do_sample=True, temperature=5.0)
+    greedy = tiny_model.generate(**_inputs(batch), max_new_tokens=8)
+    assert a.tolist() == b.tolist() and a.tolist() != greedy.tolist()
+
+
+def test_right_padded_batch_refused_for_generation(tiny_model, tiny_processor):
+    batch = tiny_processor([make_sample("a", answer=None), make_sample("b", question="Short <mask>?", answer=None,
+                                                                       boxes=[[0, 0, 9, 9]])], padding_side="right", train=False)
+    with pytest.raises(InputMismatchError, match="left padding"):
+        tiny_model.generate(**_inputs(batch), max_new_tokens=2)
+
+
+def test_save_and_load_round_trip_exactly(tiny_model, tiny_processor, tmp_path):
+    from smolrgpt.modeling.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tiny_model, tiny_processor, tmp_path / "ckpt")
+    model, processor = load_checkpoint(tmp_path / "ckpt")
+    for (name, a), (_, b) in zip(tiny_model.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert model.language_model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    batch = processor([make_sample("a")])
+    torch.testing.assert_close(model(**batch).logits, tiny_model(**batch).logits, rtol=0, atol=0)
+
+
+def test_checkpoint_errors(tmp_path):
+    from smolrgpt.errors import CheckpointError
+    from smolrgpt.modeling.checkpoint import load_checkpoint
+
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nothing")
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / "config.json").write_text('{"model_type": "smolrgpt"}')
+    with pytest.raises(CheckpointError, match="missing processor_config.json, tokenizer_config.json, model.safetensors"):
+        load_checkpoint(tmp_path / "partial")

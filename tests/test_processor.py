@@ -1,0 +1,203 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as coco_mask
+
+from smolrgpt.data.sample import Region, Sample
+from smolrgpt.errors import SampleError
+from smolrgpt.processing.images import depth_to_unit, depth_transform, rgb_transform
+from smolrgpt.processing.processor import SmolRGPTProcessor
+from smolrgpt.processing.prompt import IGNORE_INDEX, build_messages, expand_question, render_text
+from smolrgpt.processing.regions import RegionDecodeError, region_to_grid, regions_to_grid
+
+from conftest import make_frame, make_sample
+
+TRAIN_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "track3" / "train_sample.json"
+
+
+def test_area_average_exact_on_integer_cells():
+    mask = np.zeros((128, 128), np.uint8)
+    mask[0:2, 0:1] = 1  # half of grid cell (0, 0), which covers 2x2 pixels
+    mask[10:14, 20:24] = 1  # exactly cells (5..6, 10..11)
+    grid = region_to_grid(Region("mask", mask), (128, 128), 64)
+    assert grid[0, 0] == pytest.approx(0.5)
+    np.testing.assert_allclose(grid[5:7, 10:12], 1.0)
+    assert grid.sum() == pytest.approx(0.5 + 4)
+
+
+def test_area_average_fractional_cells_preserves_area():
+    rng = np.random.default_rng(1)
+    mask = (rng.random((1080, 1920)) > 0.7).astype(np.uint8)
+    grid = region_to_grid(Region("mask", mask), (1080, 1920), 64)
+    cell_area = (1080 / 64) * (1920 / 64)
+    assert grid.sum() * cell_area == pytest.approx(mask.sum(), rel=1e-4)
+
+
+def test_single_pixel_region_never_pools_to_empty():
+    for y, x in [(0, 0), (1079, 1919), (540, 17)]:
+        mask = np.zeros((1080, 1920), np.uint8)
+        mask[y, x] = 1
+        grid = region_to_grid(Region("mask", mask), (1080, 1920), 64)
+        assert grid.sum() > 0
+        assert grid.sum() * (1080 / 64) * (1920 / 64) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_every_region_form_gives_the_same_grid():
+    h, w = 60, 100
+    mask = np.zeros((h, w), np.uint8)
+    mask[10:30, 20:50] = 1
+    rle = coco_mask.encode(np.asfortranarray(mask))
+    compressed = {"size": [h, w], "counts": rle["counts"].decode()}
+    runs, flat, current, n = [], mask.flatten(order="F"), 0, 0
+    for value in flat:
+        if value != current:
+            runs.append(n)
+            current, n = value, 0
+        n += 1
+    runs.append(n)
+    uncompressed = {"size": [h, w], "counts": runs}
+    polygon = [[20, 10, 50, 10, 50, 30, 20, 30]]
+    expected = region_to_grid(Region("mask", mask), (h, w), 16)
+    for region in (Region("rle", compressed), Region("rle", uncompressed), Region("box", [20, 10, 50, 30]),
+                   Region("mask", Image.fromarray(mask * 255))):
+        np.testing.assert_allclose(region_to_grid(region, (h, w), 16), expected, atol=1e-6, err_msg=region.kind)
+    poly = region_to_grid(Region("polygon", polygon), (h, w), 16)
+    assert abs(poly.sum() - expected.sum()) / expected.sum() < 0.1  # rasterised polygon edges differ slightly
+
+
+def test_mask_image_file(tmp_path):
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:10, 5:10] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    grid = region_to_grid(Region("mask", str(tmp_path / "m.png")), (40, 40), 8)
+    assert grid.sum() * 25 == pytest.approx(25)
+
+
+@pytest.mark.parametrize("region, message", [
+    (Region("mask", np.zeros((10, 10))), "empty"),
+    (Region("mask", np.ones((12, 10))), "differs from the image size"),
+    (Region("rle", {"size": [20, 10], "counts": "abc"}), "differs from the image size"),
+    (Region("rle", {"size": [10, 10], "counts": [5, 5]}), "do not add up"),
+    (Region("box", [5, 5, 5, 9]), "empty"),
+    (Region("polygon", [[1, 2, 3]]), "at least 3"),
+])
+def test_bad_regions_raise(region, message):
+    with pytest.raises(RegionDecodeError, match=message):
+        regions_to_grid([region], (10, 10), 4)
+
+
+def test_real_train_sample_masks_all_pool_non_empty():
+    records = json.loads(TRAIN_SAMPLE.read_text())
+    assert len(records) == 100
+    record = records[0]
+    grid = regions_to_grid([Region("rle", r) for r in record["rle"]], (1080, 1920), 64)
+    assert grid.shape == (len(record["rle"]), 64, 64)
+    for r, g in zip(record["rle"], grid):
+        area = coco_mask.area({"size": r["size"], "counts": r["counts"].encode()})
+        assert g.sum() * (1080 / 64) * (1920 / 64) == pytest.approx(area, rel=1e-3)
+
+
+def test_rgb_transform_range_and_squash():
+    rgb = np.zeros((90, 160, 3), np.uint8)
+    rgb[:, :80] = 255
+    out = rgb_transform(rgb, 32)
+    assert out.shape == (3, 32, 32) and out.dtype == np.float32
+    assert out[:, :, 0].min() == pytest.approx(1.0) and out[:, :, -1].max() == pytest.approx(-1.0)
+
+
+def test_depth_transform_dtypes_and_polarity():
+    ramp8 = np.tile(np.arange(256, dtype=np.uint8), (4, 1))
+    np.testing.assert_allclose(depth_to_unit(ramp8), ramp8 / 255.0, atol=1e-7)
+    ramp16 = (np.tile(np.arange(256, dtype=np.uint16), (4, 1)) * 100 + 1000).astype(np.uint16)
+    np.testing.assert_allclose(depth_to_unit(ramp16), ramp8 / 255.0, atol=1e-6)
+    ramp_f = ramp16.astype(np.float32) / 1000.0
+    ramp_f[0, 0] = np.nan
+    unit = depth_to_unit(ramp_f)
+    assert unit[0, 0] == 1.0 and unit[1, 0] == 0.0
+    np.testing.assert_allclose(depth_to_unit(ramp8, "near_bright"), 1 - ramp8 / 255.0, atol=1e-7)
+    out = depth_transform(ramp8, 16)
+    assert out.shape == (3, 16, 16) and np.array_equal(out[0], out[2])
+    assert -1.0 <= out.min() < -0.9 and 0.9 < out.max() <= 1.0
+
+
+def test_depth_16bit_png_file(tmp_path):
+    arr = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 10).astype(np.uint16)
+    Image.fromarray(arr).save(tmp_path / "d.png")
+    unit = depth_to_unit(tmp_path / "d.png")
+    assert unit.min() == 0.0 and unit.max() == 1.0
+
+
+def test_prompt_matches_chat_template(tiny_processor):
+    turns = [("<image>\nHow far is <mask> from <mask>?", "It is 2 meters."), ("And <mask>?", "Left.")]
+    messages = build_messages(turns, 3)
+    assert messages[0]["content"] == "<|image|>" * 3 + "How far is <mask_rgb><mask_depth> from <mask_rgb><mask_depth>?"
+    assert expand_question("<image>\nA <mask>") == "A <mask_rgb><mask_depth>"
+    template = tiny_processor.tokenizer.apply_chat_template(messages, tokenize=False)
+    assert render_text(messages, False) == template
+    template = tiny_processor.tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+    assert render_text(messages[:1], True) == template
+
+
+def test_labels_cover_answers_and_end_token_only(tiny_processor):
+    sample = make_sample()
+    p = tiny_processor.prepare(sample, train=True)
+    tok = tiny_processor.tokenizer
+    assert tok.decode(p.input_ids) == render_text(build_messages(sample.turns, 64), False)
+    learned = [int(t) for t, l in zip(p.input_ids, p.labels) if l != IGNORE_INDEX]
+    assert tok.decode(learned) == sample.answer + "<|im_end|>"
+    assert (p.input_ids == tiny_processor.tokenizer.convert_tokens_to_ids("<|image|>")).sum() == 64
+    inference = tiny_processor.prepare(sample, train=False)
+    assert tok.decode(inference.input_ids).endswith("<|im_start|>assistant\n")
+    assert (inference.labels == IGNORE_INDEX).all()
+
+
+def test_collate_dynamic_padding_both_sides(tiny_processor):
+    a = tiny_processor.prepare(make_sample("a", question="Short <mask>?", answer="Yes."))
+    b = tiny_processor.prepare(make_sample("b"))
+    right = tiny_processor.collate([a, b], "right")
+    longest = max(len(a.input_ids), len(b.input_ids))
+    assert right["input_ids"].shape == (2, longest) and longest < 512
+    assert right["attention_mask"][0].tolist() == [1] * len(a.input_ids) + [0] * (longest - len(a.input_ids))
+    left = tiny_processor.collate([a, b], "left")
+    assert left["attention_mask"][0].tolist() == [0] * (longest - len(a.input_ids)) + [1] * len(a.input_ids)
+    assert right["region_sample_index"].tolist() == [0, 1, 1]
+    assert right["region_masks"].shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda s: s.regions.pop(), "2 <mask> tag"),
+    (lambda s: s.regions.append(Region("box", [0, 0, 5, 5])), "3 region"),
+    (lambda s: setattr(s, "depth", np.zeros((45, 80), np.uint8)), "but depth is 45x80"),
+    (lambda s: setattr(s, "image", "/nonexistent/frame.png"), "not found"),
+    (lambda s: setattr(s, "depth", None), "needs a depth map"),
+    (lambda s: setattr(s, "regions", [Region("mask", np.zeros((90, 160))), s.regions[1]]), "region 0 .*empty"),
+    (lambda s: setattr(s, "regions", [Region("mask", np.ones((80, 160))), s.regions[1]]), "mask size 80x160"),
+])
+def test_bad_samples_name_the_sample(tiny_processor, mutate, message):
+    sample = make_sample("rec-7")
+    sample.source = "val.json#record 7"
+    mutate(sample)
+    with pytest.raises(SampleError, match=message) as info:
+        tiny_processor.prepare(sample)
+    assert "rec-7" in str(info.value) and "val.json#record 7" in str(info.value)
+
+
+def test_unreadable_image_file(tiny_processor, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    sample = make_sample()
+    sample.image = bad
+    with pytest.raises(SampleError, match="unreadable image"):
+        tiny_processor.prepare(sample)
+
+
+def test_processor_round_trip(tiny_processor, tmp_path):
+    tiny_processor.save_pretrained(tmp_path)
+    loaded = SmolRGPTProcessor.from_pretrained(tmp_path)
+    assert (loaded.image_size, loaded.num_image_tokens, loaded.mask_grid_size, loaded.max_length) == (256, 64, 64, 512)
+    sample = make_sample()
+    a, b = tiny_processor.prepare(sample), loaded.prepare(sample)
+    assert np.array_equal(a.input_ids, b.input_ids) and np.array_equal(a.region_masks, b.region_masks)
