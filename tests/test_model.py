@@ -55,8 +55,9 @@ def test_region_vectors_land_on_their_tags(tiny_model, tiny_processor):
                            boxes=[[0, 0, 10, 10], [20, 20, 60, 60], [100, 0, 160, 90]])]
     batch = tiny_processor(samples)
     frames = tiny_model.encode_frames(batch["pixel_values"], batch["depth_values"])
-    embeds = tiny_model.embed_inputs(batch["input_ids"], frames, batch["region_masks"], batch["region_sample_index"])
     rgb_vec, depth_vec = tiny_model.region_vectors(frames, batch["region_masks"], batch["region_sample_index"])
+    embeds = tiny_model.prepare_embeddings(batch["input_ids"], frames=frames, region_masks=batch["region_masks"],
+                                           region_sample_index=batch["region_sample_index"])
     cfg = tiny_model.config
     k = 0
     for row in range(2):

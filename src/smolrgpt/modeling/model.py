@@ -118,31 +118,31 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
                 mask_pool(frames.depth_map, region_masks, region_sample_index, eps))
 
     # -- splicing --------------------------------------------------------------------------------------
-    def embed_inputs(self, input_ids: torch.Tensor, frames: FrameFeatures | None,
-                     region_masks: torch.Tensor | None = None,
+    def embed_inputs(self, input_ids: torch.Tensor, image_tokens: torch.Tensor | None,
+                     region_rgb: torch.Tensor | None = None, region_depth: torch.Tensor | None = None,
                      region_sample_index: torch.Tensor | None = None) -> torch.Tensor:
-        """Token embeddings with the 64 image vectors and the k-th region's RGB/depth vectors placed on the
-        k-th `<mask_rgb>`/`<mask_depth>` of each row. Counts are checked per row: a mismatch raises instead
-        of silently shifting features between samples."""
+        """Token embeddings with the image vectors on the `<|image|>` positions and the k-th region's RGB
+        and depth vectors on the k-th `<mask_rgb>` / `<mask_depth>` of each row. Counts are checked per
+        row: a mismatch raises instead of silently shifting features between samples."""
         cfg = self.config
         embeds = self.get_input_embeddings()(input_ids)
         image_pos = input_ids == cfg.image_token_id
         rgb_pos = input_ids == cfg.mask_rgb_token_id
         depth_pos = input_ids == cfg.mask_depth_token_id
-        image_count = image_pos.sum(1)
-        if frames is None:
-            if image_count.any() or rgb_pos.any():
+        batch = input_ids.shape[0]
+        if image_tokens is None:
+            if bool(image_pos.any()) or bool(rgb_pos.any()) or bool(depth_pos.any()):
                 raise InputMismatchError("the prompt has image or mask tokens but no image was given")
             return embeds
-        batch = input_ids.shape[0]
-        if frames.image_tokens.shape[0] != batch:
-            raise InputMismatchError(f"{frames.image_tokens.shape[0]} frames for {batch} prompts")
-        n_img = frames.image_tokens.shape[1]
+        if image_tokens.shape[0] != batch:
+            raise InputMismatchError(f"{image_tokens.shape[0]} frames for {batch} prompts")
+        image_count = image_pos.sum(1)
+        n_img = image_tokens.shape[1]
         if not bool((image_count == n_img).all()):
             bad = (image_count != n_img).nonzero().flatten().tolist()
             raise InputMismatchError(f"rows {bad} do not hold exactly {n_img} image tokens")
-        embeds = embeds.masked_scatter(image_pos.unsqueeze(-1), frames.image_tokens.to(embeds.dtype))
-        n_regions = 0 if region_masks is None else region_masks.shape[0]
+        embeds = embeds.masked_scatter(image_pos.unsqueeze(-1), image_tokens.to(embeds.dtype))
+        n_regions = 0 if region_rgb is None else region_rgb.shape[0]
         rgb_count, depth_count = rgb_pos.sum(1), depth_pos.sum(1)
         per_row = (torch.bincount(region_sample_index, minlength=batch) if n_regions
                    else torch.zeros(batch, dtype=torch.long, device=input_ids.device))
@@ -154,18 +154,23 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         if n_regions:
             if bool((region_sample_index[1:] < region_sample_index[:-1]).any()):
                 raise InputMismatchError("regions must be ordered by row (region_sample_index non-decreasing)")
-            rgb_vec, depth_vec = self.region_vectors(frames, region_masks, region_sample_index)
-            embeds = embeds.masked_scatter(rgb_pos.unsqueeze(-1), rgb_vec.to(embeds.dtype))
-            embeds = embeds.masked_scatter(depth_pos.unsqueeze(-1), depth_vec.to(embeds.dtype))
+            embeds = embeds.masked_scatter(rgb_pos.unsqueeze(-1), region_rgb.to(embeds.dtype))
+            embeds = embeds.masked_scatter(depth_pos.unsqueeze(-1), region_depth.to(embeds.dtype))
         return embeds
 
     def prepare_embeddings(self, input_ids, pixel_values=None, depth_values=None, region_masks=None,
                            region_sample_index=None, frames: FrameFeatures | None = None) -> torch.Tensor:
+        """Encode the frames (unless given) and the regions, then splice them into the token embeddings."""
         has_regions = region_masks is not None and region_masks.shape[0] > 0
         if frames is None and pixel_values is not None:
             frames = self.encode_frames(pixel_values, depth_values, need_regions=has_regions)
-        return self.embed_inputs(input_ids, frames, region_masks if has_regions else None,
-                                 region_sample_index if has_regions else None)
+        region_rgb = region_depth = None
+        if has_regions:
+            if frames is None:
+                raise InputMismatchError("regions were given without an image")
+            region_rgb, region_depth = self.region_vectors(frames, region_masks, region_sample_index)
+        return self.embed_inputs(input_ids, None if frames is None else frames.image_tokens, region_rgb,
+                                 region_depth, region_sample_index if has_regions else None)
 
     # -- training / scoring ----------------------------------------------------------------------------
     def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
@@ -182,21 +187,24 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
     def generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
                  pixel_values: torch.Tensor | None = None, depth_values: torch.Tensor | None = None,
                  region_masks: torch.Tensor | None = None, region_sample_index: torch.Tensor | None = None,
-                 frames: FrameFeatures | None = None, max_new_tokens: int = 64, do_sample: bool = False,
-                 temperature: float = 1.0, top_p: float = 1.0, eos_token_id: int | None = None,
-                 pad_token_id: int | None = None, **kwargs) -> torch.LongTensor:
+                 frames: FrameFeatures | None = None, inputs_embeds: torch.Tensor | None = None,
+                 max_new_tokens: int = 64, do_sample: bool = False, temperature: float = 1.0,
+                 top_p: float = 1.0, eos_token_id: int | None = None, pad_token_id: int | None = None,
+                 **kwargs) -> torch.LongTensor:
         """New tokens only, [B, T_new], each row stopping at `eos_token_id` (then padded with
-        `pad_token_id`). Prompts must be LEFT-padded with an explicit attention mask; the KV cache and the
-        decode loop are transformers' generate() on the language model, fed our spliced embeddings."""
+        `pad_token_id`). Prompts must be LEFT-padded with an explicit attention mask. `inputs_embeds`
+        (already spliced, e.g. from cached frame features) skips the encoders. The KV cache and the decode
+        loop are transformers' generate() on the language model, fed our spliced embeddings."""
         if attention_mask is not None and input_ids.shape[0] > 1 and bool((attention_mask[:, -1] == 0).any()):
             raise InputMismatchError("batched generation needs left padding (a row ends with padding)")
-        embeds = self.prepare_embeddings(input_ids, pixel_values, depth_values, region_masks,
-                                         region_sample_index, frames)
+        if inputs_embeds is None:
+            inputs_embeds = self.prepare_embeddings(input_ids, pixel_values, depth_values, region_masks,
+                                                    region_sample_index, frames)
         if attention_mask is None:
             attention_mask = torch.ones(input_ids.shape, dtype=torch.long, device=input_ids.device)
         sampling = dict(temperature=temperature, top_p=top_p, top_k=0) if do_sample else {}
         return self.language_model.generate(
-            inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
             do_sample=do_sample, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **sampling, **kwargs,
         )
 

@@ -104,36 +104,49 @@ class SmolRGPTProcessor(ProcessorMixin):
         return PreparedSample(sample.id, input_ids, labels, rgb, depth, masks)
 
     # -- batching ---------------------------------------------------------------------------------------
-    def collate(self, prepared: list[PreparedSample], padding_side: str = "right") -> dict[str, torch.Tensor]:
-        """Pad to the longest sample of the batch (never to max_length) with an explicit attention mask."""
-        if not prepared:
-            raise ValueError("cannot collate an empty batch")
+    def pad_prompts(self, ids: list[np.ndarray], labels: list[np.ndarray] | None = None,
+                    padding_side: str = "right") -> dict[str, torch.Tensor]:
+        """Pad token ids (and labels) to the longest row, never to max_length, with an explicit mask."""
         if padding_side not in ("left", "right"):
             raise ValueError("padding_side must be 'left' or 'right'")
-        batch, longest = len(prepared), max(len(p.input_ids) for p in prepared)
+        batch, longest = len(ids), max(len(x) for x in ids)
         input_ids = torch.full((batch, longest), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((batch, longest), IGNORE_INDEX, dtype=torch.long)
+        label_ids = torch.full((batch, longest), IGNORE_INDEX, dtype=torch.long)
         attention = torch.zeros((batch, longest), dtype=torch.long)
-        for row, p in enumerate(prepared):
-            n = len(p.input_ids)
+        for row, x in enumerate(ids):
+            n = len(x)
             span = slice(longest - n, longest) if padding_side == "left" else slice(0, n)
-            input_ids[row, span] = torch.from_numpy(p.input_ids.astype(np.int64))
-            labels[row, span] = torch.from_numpy(p.labels.astype(np.int64))
+            input_ids[row, span] = torch.from_numpy(np.asarray(x, dtype=np.int64))
+            if labels is not None:
+                label_ids[row, span] = torch.from_numpy(np.asarray(labels[row], dtype=np.int64))
             attention[row, span] = 1
-        out = {
-            "input_ids": input_ids,
-            "attention_mask": attention,
-            "labels": labels,
-            "pixel_values": torch.from_numpy(np.stack([p.pixel_values for p in prepared])),
-        }
-        counts = [len(p.region_masks) for p in prepared]
-        if sum(counts):
+        out = {"input_ids": input_ids, "attention_mask": attention}
+        if labels is not None:
+            out["labels"] = label_ids
+        return out
+
+    @staticmethod
+    def stack_regions(region_masks: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """Regions of all rows flattened in row order, with the row index of each."""
+        counts = [len(m) for m in region_masks]
+        if not sum(counts):
+            return {}
+        return {"region_masks": torch.from_numpy(np.concatenate(region_masks)),
+                "region_sample_index": torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))}
+
+    def collate(self, prepared: list[PreparedSample], padding_side: str = "right") -> dict[str, torch.Tensor]:
+        """A batch: prompts padded to the longest sample (right for training, left for generation)."""
+        if not prepared:
+            raise ValueError("cannot collate an empty batch")
+        out = self.pad_prompts([p.input_ids for p in prepared], [p.labels for p in prepared], padding_side)
+        out["pixel_values"] = torch.from_numpy(np.stack([p.pixel_values for p in prepared]))
+        regions = self.stack_regions([p.region_masks for p in prepared])
+        if regions:
             # Frames without regions need no depth features: a zero map keeps the batch rectangular.
             zeros = np.zeros_like(prepared[0].pixel_values)
             out["depth_values"] = torch.from_numpy(
                 np.stack([p.depth_values if p.depth_values is not None else zeros for p in prepared]))
-            out["region_masks"] = torch.from_numpy(np.concatenate([p.region_masks for p in prepared]))
-            out["region_sample_index"] = torch.repeat_interleave(torch.arange(batch), torch.tensor(counts))
+            out.update(regions)
         return out
 
     def __call__(self, samples: list[Sample], train: bool = True, padding_side: str | None = None):

@@ -1,0 +1,69 @@
+"""The inference engine: cached frame features and batching give exactly the answers of the plain path."""
+import numpy as np
+import pytest
+import torch
+
+from smolrgpt.data.sample import Region
+from smolrgpt.engine import Question, SmolRGPT, as_region
+from smolrgpt.errors import SampleError
+
+from conftest import make_frame, make_sample
+
+
+@pytest.fixture()
+def lively_engine(tiny_model, tiny_processor):
+    with torch.no_grad():  # varied greedy outputs, so that a mix-up between rows would show
+        for p in tiny_model.language_model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    return SmolRGPT(tiny_model, tiny_processor, batch_size=3, max_new_tokens=8)
+
+
+def _plain_answer(engine, sample):
+    batch = engine.processor([sample], train=False)
+    tokens = engine.model.generate(**{k: v for k, v in batch.items() if k != "labels"}, max_new_tokens=8,
+                                   eos_token_id=engine.processor.eos_token_id,
+                                   pad_token_id=engine.processor.pad_token_id)
+    return engine.processor.decode(tokens[0])
+
+
+def test_engine_matches_the_plain_path_across_frames_and_batches(lively_engine):
+    questions, expected = [], []
+    frames = []
+    for seed in range(3):
+        rgb, depth = make_frame(seed)
+        frames.append(lively_engine.frame(rgb, depth))
+        for q, boxes in [("How far is the pallet <mask> from the pallet <mask>?", [[0, 0, 40, 30], [80, 40, 150, 85]]),
+                         ("Describe the scene.", []),
+                         ("Which is leftmost: <mask> <mask> <mask>?", [[0, 0, 9, 9], [50, 5, 90, 60], [100, 50, 159, 89]])]:
+            sample = make_sample(f"{seed}", seed=seed, question=q, answer=None, boxes=boxes)
+            expected.append(_plain_answer(lively_engine, sample))
+            questions.append(Question(frames[-1], q, [Region("box", b) for b in boxes]))
+    answers = lively_engine.ask_batch(questions, normalize=False)
+    assert [a.text for a in answers] == expected
+    assert len(set(expected)) > 3  # the outputs differ, so the comparison is meaningful
+
+
+def test_frame_features_are_computed_once(lively_engine, monkeypatch):
+    rgb, depth = make_frame(0)
+    frame = lively_engine.frame(rgb, depth)
+    calls = []
+    original = lively_engine.model.encode_patches
+    monkeypatch.setattr(lively_engine.model, "encode_patches", lambda x: calls.append(x.shape[0]) or original(x))
+    for _ in range(3):
+        lively_engine.ask(frame, "Is <mask> left of <mask>?", [[0, 0, 10, 10], [60, 20, 100, 70]], normalize=False)
+    assert calls == [2]  # one pass: RGB and depth of the one frame
+
+
+def test_region_forms_and_errors(lively_engine):
+    rgb, depth = make_frame(0)
+    frame = lively_engine.frame(rgb, depth, frame_id="f1")
+    mask = np.zeros((90, 160), np.uint8)
+    mask[10:20, 10:30] = 1
+    assert as_region({"box": [1, 2, 3, 4]}) == Region("box", [1, 2, 3, 4])
+    assert as_region([1, 2, 3, 4]).kind == "box" and as_region(mask).kind == "mask"
+    with pytest.raises(SampleError, match="1 <mask> tag"):
+        lively_engine.ask(frame, "Where is <mask>?", [mask, mask], normalize=False)
+    no_depth = lively_engine.frame(rgb, None, frame_id="f2")
+    with pytest.raises(SampleError, match="f2.*need a depth map"):
+        lively_engine.ask(no_depth, "Where is <mask>?", [mask], normalize=False)
