@@ -1,0 +1,119 @@
+"""Batched, resumable prediction over a data split, writing raw answers and an official submission.
+
+Questions are grouped by frame so that each frame is encoded once and its features serve every question
+about it. Progress goes to `predictions.jsonl`, one line per answered question, flushed and fsynced after
+every batch; a restart reads it back (dropping a line torn by a crash), skips the finished ids and
+continues. The submission file is written atomically at the end, in the order of the data file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from smolrgpt.data.sample import Sample
+from smolrgpt.errors import SmolRGPTError
+
+PREDICTIONS = "predictions.jsonl"
+SUBMISSION = "submission.json"
+
+
+def write_json_atomic(path: Path, obj, indent: int | None = 1) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=indent)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def read_finished(path: Path) -> dict[str, dict]:
+    """Answers already written; a torn last line (crash mid-write) is cut off the file."""
+    if not path.exists():
+        return {}
+    done: dict[str, dict] = {}
+    good_bytes = 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            done[row["id"]] = row
+            good_bytes += len(line)
+    if good_bytes != path.stat().st_size:
+        with open(path, "r+b") as fh:
+            fh.truncate(good_bytes)
+    return done
+
+
+def frame_key(sample: Sample):
+    image, depth = sample.image, sample.depth
+    if isinstance(image, (str, os.PathLike)) and (depth is None or isinstance(depth, (str, os.PathLike))):
+        return (str(image), None if depth is None else str(depth), sample.depth_polarity)
+    return ("object", id(image), id(depth))
+
+
+@dataclass
+class PredictResult:
+    answered: int
+    skipped: int
+    out_dir: Path
+    rows: list[dict]
+
+
+def predict(engine, samples: list[Sample], out_dir: str | Path, batch_size: int = 8,
+            max_new_tokens: int = 64, progress: bool = True, stop_after_batches: int | None = None) -> PredictResult:
+    """Answer every sample's (last) question; resumable. `stop_after_batches` exists for crash tests."""
+    from smolrgpt.engine import Question
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise SmolRGPTError(f"the data holds the id {dup!r} more than once")
+    finished = read_finished(out_dir / PREDICTIONS)
+    todo = [s for s in samples if s.id not in finished]
+    groups: dict = {}
+    for s in todo:  # frame order of first appearance, questions of one frame together
+        groups.setdefault(frame_key(s), []).append(s)
+    ordered = [s for group in groups.values() for s in group]
+    frames: dict = {}
+    bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc="predict", unit="q", disable=not progress)
+    batches = 0
+    with open(out_dir / PREDICTIONS, "a") as log:
+        for start in range(0, len(ordered), batch_size):
+            chunk = ordered[start:start + batch_size]
+            keys = {frame_key(s) for s in chunk}
+            for key in list(frames):  # keep only the frames this batch needs: memory stays bounded
+                if key not in keys:
+                    del frames[key]
+            questions = []
+            for s in chunk:
+                key = frame_key(s)
+                if key not in frames:
+                    frames[key] = engine.frame(s.image, s.depth, s.depth_polarity, frame_id=s.id)
+                questions.append(Question(frames[key], s.turns[-1][0], list(s.regions), s.id))
+            answers = engine.ask_batch(questions, max_new_tokens=max_new_tokens)
+            for s, a in zip(chunk, answers):
+                row = {"id": s.id, "question": s.turns[-1][0], "answer": a.text, "category": a.category,
+                       "normalized_answer": a.normalized_answer}
+                finished[s.id] = row
+                log.write(json.dumps(row) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+            bar.update(len(chunk))
+            batches += 1
+            if stop_after_batches is not None and batches >= stop_after_batches and start + batch_size < len(ordered):
+                bar.close()
+                return PredictResult(batches, len(samples) - len(todo), out_dir, [])
+    bar.close()
+    rows = [finished[i] for i in ids]
+    write_json_atomic(out_dir / SUBMISSION, [{"id": r["id"], "normalized_answer": r["normalized_answer"]} for r in rows])
+    return PredictResult(len(todo), len(samples) - len(todo), out_dir, rows)
