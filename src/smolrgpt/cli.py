@@ -1,7 +1,7 @@
 """The `smolrgpt` command: a thin dispatcher.
 
 Each sub-command lives in the module that owns its work and exposes two functions:
-`add_arguments(parser)` and `run(args) -> int`. Modules are imported only for the command being run,
+`add_<name>_arguments(parser)` and `run_<name>(args) -> int`. Modules are imported only for the command being run,
 so `smolrgpt score` or `smolrgpt --help` never pay for importing torch.
 """
 from __future__ import annotations
@@ -16,7 +16,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("smolrgpt.modeling.commands", "write a randomly initialised (or backbone-initialised) checkpoint"),
     "convert": ("smolrgpt.modeling.commands", "import a checkpoint in the original authors' key layout"),
     "hello": ("smolrgpt.modeling.commands", "build the tiny model and answer one example question"),
+    "synth": ("smolrgpt.synth.commands", "generate the built-in synthetic warehouse data set (Track 3 layout)"),
+    "predict": ("smolrgpt.evaluation.eval_commands", "answer a split with a checkpoint (batched, resumable)"),
+    "eval": ("smolrgpt.evaluation.eval_commands", "predict, score and report on a split with answers"),
+    "score": ("smolrgpt.evaluation.commands", "score a Track 3 submission with the official formula"),
+    "normalize": ("smolrgpt.evaluation.commands", "free-form answers -> normalized answers (no model)"),
     "data": ("smolrgpt.data.commands", "data-file tools: `data check FILE` validates every record"),
+    "train": ("smolrgpt.training.commands", "train one curriculum stage (YAML config + key=value overrides)"),
+    "curriculum": ("smolrgpt.training.commands", "run the three training stages in turn (resumable)"),
 }
 
 

@@ -59,20 +59,26 @@ def image_size_of(source) -> tuple[int, int]:
 
 
 def _to_unit_range(img: Image.Image, size: int) -> np.ndarray:
-    """Resize an image (RGB or single-channel float) and return float32 in [0, 1], channels first."""
-    if img.mode == "F":
-        resized = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
-        return resized[None]
-    resized = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
-    return resized.transpose(2, 0, 1)
+    """Resize a single-channel float image, float32 [1, size, size]."""
+    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)[None]
 
 
-def rgb_transform(source, size: int) -> np.ndarray:
-    """RGB -> float32 [3, size, size] in [-1, 1] (mean 0.5, std 0.5)."""
+def rgb_resized(source, size: int) -> np.ndarray:
+    """RGB resized to size x size, uint8 [3, size, size] (what a preprocessing cache stores)."""
     img = open_image(source)
     if img.mode != "RGB":
         img = img.convert("RGB")
-    return (_to_unit_range(img, size) - 0.5) / 0.5
+    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR)).transpose(2, 0, 1)
+
+
+def rgb_normalize(resized: np.ndarray) -> np.ndarray:
+    """uint8 [3, S, S] -> float32 in [-1, 1] (mean 0.5, std 0.5)."""
+    return (resized.astype(np.float32) / 255.0 - 0.5) / 0.5
+
+
+def rgb_transform(source, size: int) -> np.ndarray:
+    """RGB -> float32 [3, size, size] in [-1, 1]."""
+    return rgb_normalize(rgb_resized(source, size))
 
 
 def depth_to_unit(source, polarity: str = "far_bright") -> np.ndarray:
@@ -112,8 +118,17 @@ def depth_to_unit(source, polarity: str = "far_bright") -> np.ndarray:
     return unit
 
 
+def depth_resized(source, size: int, polarity: str = "far_bright") -> np.ndarray:
+    """Relative depth (bright = far) resized to size x size, float32 [size, size] in [0, 1]."""
+    unit = depth_to_unit(source, polarity)
+    return _to_unit_range(Image.fromarray(unit, mode="F"), size)[0]
+
+
+def depth_normalize(resized: np.ndarray) -> np.ndarray:
+    """[S, S] relative depth -> float32 [3, S, S] in [-1, 1], the encoder's input range."""
+    return np.repeat(((resized.astype(np.float32) - 0.5) / 0.5)[None], 3, axis=0)
+
+
 def depth_transform(source, size: int, polarity: str = "far_bright") -> np.ndarray:
     """THE depth transform: relative depth -> float32 [3, size, size] in [-1, 1], for the shared encoder."""
-    unit = depth_to_unit(source, polarity)
-    resized = _to_unit_range(Image.fromarray(unit, mode="F"), size)[0]
-    return np.repeat(((resized - 0.5) / 0.5)[None], 3, axis=0)
+    return depth_normalize(depth_resized(source, size, polarity))
