@@ -1,24 +1,24 @@
-"""SmolRGPT: a compact vision-language model for spatial questions on RGB + depth + region masks."""
-from smolrgpt.data.sample import Region, Sample
-from smolrgpt.modeling.checkpoint import load_checkpoint, save_checkpoint
-from smolrgpt.modeling.config import PRESETS, SmolRGPTConfig
-from smolrgpt.modeling.model import FrameFeatures, SmolRGPTForConditionalGeneration
-from smolrgpt.processing.processor import SmolRGPTProcessor
+"""SmolRGPT: a compact vision-language model for spatial questions on RGB + depth + region masks.
+
+Names are imported on first use (PEP 562), so `import smolrgpt.evaluation.score` or `smolrgpt --help`
+never pay for importing torch.
+"""
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PRESETS", "FrameFeatures", "Region", "Sample", "SmolRGPTConfig", "SmolRGPTForConditionalGeneration",
-    "SmolRGPTProcessor", "load_checkpoint", "save_checkpoint",
-]
+_EXPORTS = {
+    "Region": "smolrgpt.data.sample", "Sample": "smolrgpt.data.sample",
+    "load_checkpoint": "smolrgpt.modeling.checkpoint", "save_checkpoint": "smolrgpt.modeling.checkpoint",
+    "PRESETS": "smolrgpt.modeling.config", "SmolRGPTConfig": "smolrgpt.modeling.config",
+    "FrameFeatures": "smolrgpt.modeling.model", "SmolRGPTForConditionalGeneration": "smolrgpt.modeling.model",
+    "SmolRGPTProcessor": "smolrgpt.processing.processor",
+    "SmolRGPT": "smolrgpt.engine", "Question": "smolrgpt.engine", "Answer": "smolrgpt.engine",
+}
+__all__ = sorted(_EXPORTS)
 
 
-def _register_auto_classes() -> None:
-    """So that AutoModelForImageTextToText / AutoProcessor load SmolRGPT folders once smolrgpt is imported."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    AutoModelForImageTextToText.register(SmolRGPTConfig, SmolRGPTForConditionalGeneration, exist_ok=True)
-    AutoProcessor.register(SmolRGPTConfig, SmolRGPTProcessor, exist_ok=True)
-
-
-_register_auto_classes()
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'smolrgpt' has no attribute {name!r}")

@@ -21,7 +21,8 @@ import torch
 
 from smolrgpt.data.sample import Region
 from smolrgpt.errors import SampleError
-from smolrgpt.modeling.region import mask_pool
+from smolrgpt.decoding import generate_from_prefixes, prefix_kv
+from smolrgpt.modeling.region import LazyRefinedMap, mask_pool
 from smolrgpt.processing.images import ImageDecodeError, image_size_of
 from smolrgpt.processing.regions import RegionDecodeError
 
@@ -36,12 +37,14 @@ class Frame:
     image_size: tuple[int, int]
     pixel_values: np.ndarray
     depth_values: np.ndarray | None
-    image_tokens: torch.Tensor | None = field(default=None, repr=False)  # [1, N, H]
-    rgb_map: torch.Tensor | None = field(default=None, repr=False)  # [1, H, G, G]
-    depth_map: torch.Tensor | None = field(default=None, repr=False)
+    image_tokens: torch.Tensor | None = field(default=None, repr=False)  # [1, N, H] RGB connector output
+    depth_tokens: torch.Tensor | None = field(default=None, repr=False)  # [1, N, H] depth connector output
+    rgb_map: LazyRefinedMap | None = field(default=None, repr=False)
+    depth_map: LazyRefinedMap | None = field(default=None, repr=False)
+    prefix: list | None = field(default=None, repr=False)  # per-layer (keys, values) of the shared prefix
 
     def needs_encoding(self, with_regions: bool) -> bool:
-        return self.image_tokens is None or (with_regions and self.rgb_map is None)
+        return self.image_tokens is None or (with_regions and self.depth_tokens is None)
 
 
 @dataclass
@@ -87,12 +90,20 @@ class SmolRGPT:
     """Spatial question answering with a SmolRGPT checkpoint."""
 
     def __init__(self, model, processor, device: str | torch.device = "cpu", batch_size: int = 8,
-                 max_new_tokens: int = 64):
+                 max_new_tokens: int = 64, reuse_prefix: bool = True, lazy_refine: bool = True):
+        """reuse_prefix: keep each frame's prompt-prefix KV cache and decode with a preallocated cache;
+        lazy_refine: refine only the tokens under region masks. Both give the same answers as the plain
+        path (transformers' generate on full prompts, dense refiners); they exist to be switched off for
+        comparison."""
         self.model = model.eval()
         self.processor = processor
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
+        self.reuse_prefix = reuse_prefix
+        self.lazy_refine = lazy_refine
+        header = processor.tokenizer.encode("<|im_start|>user\n", add_special_tokens=False)
+        self.prefix_ids = np.asarray(header + [model.config.image_token_id] * model.config.num_image_tokens)
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32, **kwargs):
@@ -113,22 +124,40 @@ class SmolRGPT:
 
     @torch.no_grad()
     def encode(self, frames: list[Frame], with_regions: bool) -> None:
-        """Run the encoders for the frames that lack the needed features, several frames per pass."""
+        """Run the encoder and connectors for the frames that lack them, several frames per pass."""
         todo = [f for f in frames if f.needs_encoding(with_regions)]
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
-            pixels = torch.from_numpy(np.stack([f.pixel_values for f in chunk])).to(self.device)
-            depth = None
+            if with_regions and any(f.depth_values is None for f in chunk):
+                missing = next(f.id for f in chunk if f.depth_values is None)
+                raise SampleError("questions with regions need a depth map", sample_id=missing)
+            stacks = [] if not any(f.image_tokens is None for f in chunk) else [f.pixel_values for f in chunk]
+            n_rgb = len(stacks)
             if with_regions:
-                if any(f.depth_values is None for f in chunk):
-                    missing = next(f.id for f in chunk if f.depth_values is None)
-                    raise SampleError("questions with regions need a depth map", sample_id=missing)
-                depth = torch.from_numpy(np.stack([f.depth_values for f in chunk])).to(self.device)
-            features = self.model.encode_frames(pixels, depth, need_regions=with_regions)
+                stacks += [f.depth_values for f in chunk]
+            patches = self.model.encode_patches(torch.from_numpy(np.stack(stacks)).to(self.device))
             for i, f in enumerate(chunk):
-                f.image_tokens = features.image_tokens[i:i + 1]
-                if features.rgb_map is not None:
-                    f.rgb_map, f.depth_map = features.rgb_map[i:i + 1], features.depth_map[i:i + 1]
+                if n_rgb:
+                    f.image_tokens = self.model.rgb_connector(patches[i:i + 1])
+                if with_regions:
+                    f.depth_tokens = self.model.depth_connector(patches[n_rgb + i:n_rgb + i + 1])
+                    f.rgb_map = LazyRefinedMap(self.model.rgb_refiner, f.image_tokens)
+                    f.depth_map = LazyRefinedMap(self.model.depth_refiner, f.depth_tokens)
+
+    def _frame_prefix(self, frame: Frame):
+        if frame.prefix is None:
+            ids = torch.from_numpy(self.prefix_ids).to(self.device)[None]
+            embeds = self.model.embed_inputs(ids, frame.image_tokens)
+            frame.prefix = prefix_kv(self.model.language_model, embeds)
+        return frame.prefix
+
+    def _region_vectors(self, frame: Frame, masks: torch.Tensor):
+        eps = self.model.config.mask_pool_eps
+        if self.lazy_refine:
+            return frame.rgb_map.pool(masks, eps), frame.depth_map.pool(masks, eps)
+        index = torch.zeros(len(masks), dtype=torch.long, device=self.device)
+        return (mask_pool(self.model.rgb_refiner(frame.image_tokens), masks, index, eps),
+                mask_pool(self.model.depth_refiner(frame.depth_tokens), masks, index, eps))
 
     # -- questions -------------------------------------------------------------------------------------
     def ask(self, frame: Frame, question: str, regions=(), **kwargs) -> Answer:
@@ -154,28 +183,48 @@ class SmolRGPT:
     def _answer_chunk(self, chunk: list[Question], max_new_tokens: int, normalize: bool, generate_kwargs):
         prompts = [self._prompt(q) for q in chunk]
         frames = list({id(q.frame): q.frame for q in chunk}.values())
-        self.encode([f for f in frames if not any(q.regions for q in chunk if q.frame is f)], with_regions=False)
-        self.encode([f for f in frames if any(q.regions for q in chunk if q.frame is f)], with_regions=True)
-        batch = self.processor.pad_prompts([ids for ids, _ in prompts], padding_side="left")
-        input_ids, attention = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
-        image_tokens = torch.cat([q.frame.image_tokens for q in chunk])
-        rgb, depth, rows = [], [], []
-        eps = self.model.config.mask_pool_eps
-        for row, (q, (_, masks)) in enumerate(zip(chunk, prompts)):
-            if masks is None:
-                continue
-            m = torch.from_numpy(masks).to(self.device)
-            index = torch.zeros(len(m), dtype=torch.long, device=self.device)
-            rgb.append(mask_pool(q.frame.rgb_map, m, index, eps))
-            depth.append(mask_pool(q.frame.depth_map, m, index, eps))
-            rows.append(torch.full((len(m),), row, dtype=torch.long, device=self.device))
-        embeds = self.model.embed_inputs(input_ids, image_tokens, torch.cat(rgb) if rgb else None,
-                                         torch.cat(depth) if depth else None, torch.cat(rows) if rows else None)
-        tokens = self.model.generate(input_ids, attention, inputs_embeds=embeds, max_new_tokens=max_new_tokens,
-                                     eos_token_id=self.processor.eos_token_id,
-                                     pad_token_id=self.processor.pad_token_id, **generate_kwargs)
+        with_regions = {id(q.frame) for q in chunk if q.regions}
+        self.encode([f for f in frames if id(f) not in with_regions], with_regions=False)
+        self.encode([f for f in frames if id(f) in with_regions], with_regions=True)
+        region_vectors = []
+        for q, (_, masks) in zip(chunk, prompts):
+            vectors = None if masks is None else self._region_vectors(q.frame, torch.from_numpy(masks).to(self.device))
+            region_vectors.append(vectors)
+        if self.reuse_prefix and all(np.array_equal(ids[:len(self.prefix_ids)], self.prefix_ids) for ids, _ in prompts):
+            tokens = self._generate_with_prefix(chunk, prompts, region_vectors, max_new_tokens, generate_kwargs)
+        else:
+            tokens = self._generate_plain(chunk, prompts, region_vectors, max_new_tokens, generate_kwargs)
         texts = self.processor.batch_decode(tokens.cpu())
         return [self._finish(q, text, normalize) for q, text in zip(chunk, texts)]
+
+    def _splice(self, ids_rows: list[np.ndarray], image_tokens, region_vectors, padding_side="left"):
+        batch = self.processor.pad_prompts(ids_rows, padding_side=padding_side)
+        input_ids, attention = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+        rows = [torch.full((len(v[0]),), r, dtype=torch.long, device=self.device)
+                for r, v in enumerate(region_vectors) if v is not None]
+        present = [v for v in region_vectors if v is not None]
+        embeds = self.model.embed_inputs(
+            input_ids, image_tokens, torch.cat([v[0] for v in present]) if present else None,
+            torch.cat([v[1] for v in present]) if present else None, torch.cat(rows) if rows else None)
+        return input_ids, attention, embeds
+
+    def _generate_plain(self, chunk, prompts, region_vectors, max_new_tokens, generate_kwargs):
+        image_tokens = torch.cat([q.frame.image_tokens for q in chunk])
+        input_ids, attention, embeds = self._splice([ids for ids, _ in prompts], image_tokens, region_vectors)
+        return self.model.generate(input_ids, attention, inputs_embeds=embeds, max_new_tokens=max_new_tokens,
+                                   eos_token_id=self.processor.eos_token_id,
+                                   pad_token_id=self.processor.pad_token_id, **generate_kwargs)
+
+    def _generate_with_prefix(self, chunk, prompts, region_vectors, max_new_tokens, generate_kwargs):
+        n = len(self.prefix_ids)
+        suffix_ids = [ids[n:] for ids, _ in prompts]
+        empty = torch.zeros(len(chunk), 0, self.model.config.text_config.hidden_size, device=self.device)
+        input_ids, attention, embeds = self._splice(suffix_ids, empty, region_vectors, padding_side="right")
+        suffixes = [embeds[r, :len(ids)] for r, ids in enumerate(suffix_ids)]
+        return generate_from_prefixes(
+            self.model.language_model, self.model.get_input_embeddings(),
+            [self._frame_prefix(q.frame) for q in chunk], suffixes, max_new_tokens,
+            eos_token_id=self.processor.eos_token_id, pad_token_id=self.processor.pad_token_id, **generate_kwargs)
 
     @staticmethod
     def _finish(q: Question, text: str, normalize: bool) -> Answer:

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from smolrgpt.data.sample import CATEGORIES, Sample
-from smolrgpt.evaluation.score import _mcq_choice, _side, is_correct, is_valid_prediction
+from smolrgpt.evaluation.score import is_correct, is_valid_prediction, mcq_choice, side_of
 
 INVALID = "invalid"
 
 
 def confusion(rows: list[tuple[str, Any, Any]], category: str) -> dict[str, Counter]:
     """{truth: Counter(prediction)} for left_right (left/right/invalid) or mcq (region index/invalid)."""
-    read = _side if category == "left_right" else _mcq_choice
+    read = side_of if category == "left_right" else mcq_choice
     table: dict[str, Counter] = {}
     for cat, truth, pred in rows:
         if cat != category:

@@ -211,3 +211,13 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
 
 def build_model(config: SmolRGPTConfig) -> SmolRGPTForConditionalGeneration:
     return SmolRGPTForConditionalGeneration(config)
+
+
+def _register_auto_class() -> None:
+    """So that AutoModelForImageTextToText loads SmolRGPT folders once smolrgpt's model is imported."""
+    from transformers import AutoModelForImageTextToText
+
+    AutoModelForImageTextToText.register(SmolRGPTConfig, SmolRGPTForConditionalGeneration, exist_ok=True)
+
+
+_register_auto_class()

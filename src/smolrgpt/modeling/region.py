@@ -58,3 +58,43 @@ def mask_pool(features: torch.Tensor, masks: torch.Tensor, sample_index: torch.T
         w = weights[rows]
         pooled[rows] = (w @ flat[b].T) / (w.sum(dim=1, keepdim=True) + eps)
     return pooled
+
+
+class LazyRefinedMap:
+    """The refined feature map of one frame, computed only where region masks fall, and kept.
+
+    Each refiner layer is a 2x2 stride-2 transposed convolution followed by per-pixel LayerNorm/GELU, so
+    output pixel (y, x) depends on connector token (y // k, x // k) alone (k = 2**layers): the map can
+    be built token by token. A question whose masks cover a few tokens refines those tokens only; later
+    questions about the same frame reuse every token already refined. Pooled vectors equal
+    `mask_pool(refiner(tokens), masks)` up to float summation order.
+    """
+
+    def __init__(self, refiner: Refiner, tokens: torch.Tensor):
+        if tokens.shape[0] != 1:
+            raise ValueError("a LazyRefinedMap holds one frame")
+        self.refiner = refiner
+        self.tokens = tokens[0]  # [N, C]
+        self.side = int(round(self.tokens.shape[0] ** 0.5))
+        self.blocks: torch.Tensor | None = None  # [N, C, k*k]
+        self.done = torch.zeros(self.tokens.shape[0], dtype=torch.bool, device=tokens.device)
+
+    def pool(self, masks: torch.Tensor, eps: float) -> torch.Tensor:
+        """masks [R, G, G] -> pooled [R, C]."""
+        regions, grid = masks.shape[0], masks.shape[-1]
+        k = grid // self.side
+        weights = masks.reshape(regions, self.side, k, self.side, k).permute(0, 1, 3, 2, 4)
+        weights = weights.reshape(regions, self.side * self.side, k * k).to(self.tokens.dtype)
+        need = (weights > 0).any(dim=2).any(dim=0)
+        todo = need & ~self.done
+        if bool(todo.any()):
+            index = todo.nonzero().flatten()
+            fresh = self.refiner.refiner(self.tokens[index].reshape(-1, self.tokens.shape[1], 1, 1))
+            if self.blocks is None:
+                self.blocks = torch.zeros(self.tokens.shape[0], self.tokens.shape[1], k * k,
+                                          dtype=fresh.dtype, device=fresh.device)
+            self.blocks[index] = fresh.flatten(2)
+            self.done |= todo
+        index = need.nonzero().flatten()
+        total = torch.einsum("rnp,ncp->rc", weights[:, index], self.blocks[index])
+        return total / (weights.sum(dim=(1, 2))[:, None] + eps)

@@ -162,3 +162,14 @@ class SmolRGPTProcessor(ProcessorMixin):
 
     def batch_decode(self, sequences) -> list[str]:
         return [self.decode(row) for row in sequences]
+
+
+def _register_auto_class() -> None:
+    from transformers import AutoProcessor
+
+    from smolrgpt.modeling.config import SmolRGPTConfig
+
+    AutoProcessor.register(SmolRGPTConfig, SmolRGPTProcessor, exist_ok=True)
+
+
+_register_auto_class()

@@ -1,0 +1,186 @@
+"""`smolrgpt score` and `smolrgpt normalize`: the model-free evaluation commands.
+
+Imports stay light (json, argparse; matplotlib only when a chart is asked for) so both commands run
+on a machine without torch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from smolrgpt.data.sample import CATEGORIES
+from smolrgpt.errors import SampleError
+from smolrgpt.evaluation.normalize import UNANSWERABLE, classify_question, normalize_answer
+from smolrgpt.evaluation.score import ScoreReport, score_files
+
+_INVALID_SHOWN = 20  # the table lists this many invalid predictions; --json lists them all
+
+
+# --------------------------------------------------------------------------- score
+def add_score_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = textwrap.fill(
+        "Score a Track 3 submission with the official formula: per-category accuracy (distance within "
+        "+-10%, count by truncated integer, left_right with aliases, mcq by first integer) and their "
+        "macro average. Also reports distance/count mean absolute error and lists predictions that "
+        "cannot be read (they count as wrong instead of crashing the scorer).", width=78
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        "file formats (JSON array or JSON Lines):\n"
+        "  --gt    val_answers.json style {id, category, normalized_answer}, or full Track 3 records\n"
+        "          (with conversations); a record without category gets one from its question\n"
+        "  --pred  [{id, normalized_answer}, ...] covering exactly the ground-truth ids\n\n"
+        "example:\n"
+        "  smolrgpt score --gt val_answers.json --pred submission.json --chart scores.png"
+    )
+    parser.add_argument("--gt", required=True, metavar="GT.json", help="ground-truth file")
+    parser.add_argument("--pred", required=True, metavar="SUBMISSION.json", help="submission file to score")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (final, categories, counts, MAE, invalid/missing/extra ids) "
+                             "instead of the table")
+    parser.add_argument("--partial", action="store_true",
+                        help="score only the ids present in both files and report the others, instead of "
+                             "stopping with an error when ids are missing or extra")
+    parser.add_argument("--chart", metavar="OUT.png", default=None,
+                        help="also write a bar chart of the per-category and final scores to this PNG "
+                             "(default: no chart)")
+
+
+def run_score(args: argparse.Namespace) -> int:
+    report = score_files(args.gt, args.pred, partial=args.partial)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=False, default=str))
+    else:
+        print(format_report(report, title=f"{args.pred} vs {args.gt}"))
+    if args.chart:
+        write_chart(report, args.chart, title=Path(args.pred).name)
+        if not args.json:
+            print(f"chart written to {args.chart}")
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "   n/a" if value is None else f"{value:6.2f}"
+
+
+def format_report(report: ScoreReport, title: str = "") -> str:
+    lines = [f"Track 3 score{': ' + title if title else ''}", "",
+             f"{'category':<14}{'accuracy %':>11}{'correct':>9}{'n':>7}"]
+    for category in CATEGORIES:
+        lines.append(f"{category:<14}{_pct(report.categories[category]):>11}"
+                     f"{report.correct[category]:>9}{report.counts[category]:>7}")
+    lines.append(f"{'final (macro)':<14}{_pct(report.final):>11}")
+    lines.append("")
+    if report.distance_mae is not None:
+        abs_rel = "n/a" if report.distance_abs_rel is None else f"{report.distance_abs_rel:.3f}"
+        lines.append(f"distance: mean abs error {report.distance_mae:.3f} m, mean abs-rel error {abs_rel}")
+    if report.count_mae is not None:
+        lines.append(f"count:    mean abs error {report.count_mae:.3f}")
+    if report.invalid:
+        lines.append(f"invalid predictions (counted wrong): {len(report.invalid)}")
+        for record_id in report.invalid[:_INVALID_SHOWN]:
+            lines.append(f"  {record_id}: {report.invalid_values[record_id]!r}")
+        if len(report.invalid) > _INVALID_SHOWN:
+            lines.append(f"  ... and {len(report.invalid) - _INVALID_SHOWN} more (see --json)")
+    else:
+        lines.append("invalid predictions: none")
+    if report.partial:
+        lines.append(f"partial scoring: {len(report.missing)} ground-truth id(s) not predicted, "
+                     f"{len(report.extra)} predicted id(s) not in the ground truth (both ignored)")
+    return "\n".join(lines)
+
+
+def write_chart(report: ScoreReport, path: str | os.PathLike, title: str = "") -> None:
+    """Bar chart of the four category accuracies and the final score (Agg canvas: no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = [*CATEGORIES, "final"]
+    values = [report.categories[c] or 0.0 for c in CATEGORIES] + [report.final or 0.0]
+    figure = Figure(figsize=(6.4, 3.6), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    bars = axes.bar(names, values, color=["#4C72B0"] * len(CATEGORIES) + ["#DD8452"])
+    for bar, value in zip(bars, values):
+        axes.annotate(f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, value),
+                      ha="center", va="bottom", fontsize=9)
+    axes.set_ylim(0, 110)
+    axes.set_ylabel("accuracy (%)")
+    axes.set_title(f"Track 3 score{': ' + title if title else ''}")
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+
+
+# --------------------------------------------------------------------------- normalize
+def add_normalize_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Turn free-form answers into Track 3 normalized answers without a model. Reads JSON Lines with "
+        "'question' and 'answer'; writes the same lines with 'normalized_answer' added (replacing any "
+        "old one) and 'category' added when the line has none (an existing category is kept and used). "
+        f"Answers with nothing usable get {UNANSWERABLE!r}, which the scorer counts as wrong."
+    )
+    parser.add_argument("--in", dest="input", required=True, metavar="IN.jsonl",
+                        help="JSON Lines input, one object per line with 'question' and 'answer'")
+    parser.add_argument("--out", required=True, metavar="OUT.jsonl",
+                        help="JSON Lines output (written atomically; may be the input file)")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise SampleError(f"cannot read file: {exc.strerror or exc}", source=str(path)) from exc
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SampleError(f"line {number} is not valid JSON ({exc.msg})", source=where) from exc
+        if not isinstance(record, dict):
+            raise SampleError(f"line {number} is a JSON {type(record).__name__}, expected an object", source=where)
+        if not isinstance(record.get("answer"), str):
+            raise SampleError(f"line {number} has no string 'answer'", source=where)
+        if not isinstance(record.get("question"), str) and record.get("category") is None:
+            raise SampleError(f"line {number} needs a string 'question' (or a 'category')", source=where)
+        if record.get("category") is not None and record["category"] not in CATEGORIES:
+            raise SampleError(f"line {number} has unknown category {record['category']!r}", source=where)
+        records.append(record)
+    return records
+
+
+def _write_atomically(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.writelines(lines)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def run_normalize(args: argparse.Namespace) -> int:
+    source, target = Path(args.input), Path(args.out)
+    records = _read_jsonl(source)
+    unanswerable = 0
+    output = []
+    for record in records:
+        question = record.get("question")
+        if record.get("category") is None:
+            record["category"] = classify_question(question)
+        record["normalized_answer"] = normalize_answer(record["answer"], question, record["category"])
+        unanswerable += record["normalized_answer"] == UNANSWERABLE
+        output.append(json.dumps(record, ensure_ascii=False) + "\n")
+    _write_atomically(target, output)
+    print(f"normalized {len(records)} answer(s) from {source} -> {target} ({unanswerable} unanswerable)")
+    return 0
