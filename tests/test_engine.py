@@ -67,3 +67,25 @@ def test_region_forms_and_errors(lively_engine):
     no_depth = lively_engine.frame(rgb, None, frame_id="f2")
     with pytest.raises(SampleError, match="f2.*need a depth map"):
         lively_engine.ask(no_depth, "Where is <mask>?", [mask], normalize=False)
+
+
+def test_precision_choices(tiny_model, tiny_processor):
+    from smolrgpt.modeling.precision import apply_precision, resolve_precision
+
+    assert resolve_precision("auto", "cpu") == "int8"
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ValueError, match="slower than fp32"):
+        apply_precision(tiny_model, "bf16", "cpu")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("fp8", "cpu")
+    rgb, depth = make_frame(0)
+    regions = [[0, 0, 40, 30], [80, 40, 150, 85]]
+    reference = SmolRGPT(tiny_model, tiny_processor, max_new_tokens=6)
+    frame = reference.frame(rgb, depth)
+    logits_fp32 = tiny_model.language_model.lm_head.weight.detach().clone()
+    quantized = apply_precision(tiny_model, "int8", "cpu")
+    assert type(quantized.language_model.lm_head).__module__.startswith("torch.ao.nn.quantized")
+    assert torch.equal(quantized.get_input_embeddings().weight, logits_fp32)  # embeddings stay float
+    engine = SmolRGPT(quantized, tiny_processor, max_new_tokens=6)
+    answer = engine.ask(engine.frame(rgb, depth), "How far is <mask> from <mask>?", regions, normalize=False)
+    assert isinstance(answer.text, str)

@@ -13,6 +13,8 @@ and suffix, which is why this loop exists; the model forward itself is transform
 """
 from __future__ import annotations
 
+import time
+
 import torch
 from transformers import DynamicCache, StaticCache
 
@@ -21,7 +23,7 @@ from transformers import DynamicCache, StaticCache
 def prefix_kv(language_model, prefix_embeds: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer (keys, values) [1, kv_heads, P, head_dim] of a prefix given as embeddings [1, P, H]."""
     cache = DynamicCache(config=language_model.config)
-    language_model(inputs_embeds=prefix_embeds, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    language_model(inputs_embeds=prefix_embeds, cache=cache, use_cache=True, logits_to_keep=1)
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
@@ -39,10 +41,10 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Ten
 def generate_from_prefixes(language_model, embed_tokens, prefixes: list[list[tuple[torch.Tensor, torch.Tensor]]],
                            suffix_embeds: list[torch.Tensor], max_new_tokens: int, eos_token_id: int,
                            pad_token_id: int, do_sample: bool = False, temperature: float = 1.0,
-                           top_p: float = 1.0, sync_every: int = 8) -> torch.Tensor:
+                           top_p: float = 1.0, sync_every: int = 8, timings: dict | None = None) -> torch.Tensor:
     """Greedy (or sampled) answers [B, T<=max_new_tokens]; each row stops at `eos_token_id` (included),
     then holds `pad_token_id`. `prefixes[b]` is row b's prefix KV (all of one length P), `suffix_embeds[b]`
-    its question embeddings [S_b, H]."""
+    its question embeddings [S_b, H]. `timings` (a defaultdict(float)) receives prefill/decode seconds."""
     batch = len(suffix_embeds)
     prefix_len = prefixes[0][0][0].shape[2]
     longest = max(s.shape[0] for s in suffix_embeds)
@@ -62,8 +64,12 @@ def generate_from_prefixes(language_model, embed_tokens, prefixes: list[list[tup
         embeds[row, longest - n:] = suffix
         mask[row, prefix_len + longest - n: prefix_len + longest] = 1
         positions[row, longest - n:] = torch.arange(prefix_len, prefix_len + n, device=device)
+    started = time.perf_counter()
     logits = language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                            cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    if timings is not None:
+        timings["prefill_s"] += time.perf_counter() - started
+        started = time.perf_counter()
     next_position = (prefix_len + lengths)[:, None]
     out = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -78,6 +84,9 @@ def generate_from_prefixes(language_model, embed_tokens, prefixes: list[list[tup
             break
         mask[:, prefix_len + longest + step] = 1
         logits = language_model(inputs_embeds=embed_tokens(token)[:, None], attention_mask=mask,
-                                position_ids=next_position, past_key_values=cache, use_cache=True).logits[:, -1]
+                                position_ids=next_position, cache=cache, use_cache=True).logits[:, -1]
         next_position = next_position + 1
+    if timings is not None:
+        timings["decode_s"] += time.perf_counter() - started
+        timings["decode_steps"] += steps
     return out[:, :steps]

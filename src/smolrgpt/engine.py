@@ -12,7 +12,10 @@ turn the answer text into a category and a normalized answer with the determinis
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
+import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,22 +105,35 @@ class SmolRGPT:
         self.max_new_tokens = max_new_tokens
         self.reuse_prefix = reuse_prefix
         self.lazy_refine = lazy_refine
+        self.eos_token_id = processor.eos_token_id  # benchmarks set -1 to force fixed-length answers
+        self.timings: defaultdict[str, float] = defaultdict(float)  # seconds per stage, for benchmarks
         header = processor.tokenizer.encode("<|im_start|>user\n", add_special_tokens=False)
         self.prefix_ids = np.asarray(header + [model.config.image_token_id] * model.config.num_image_tokens)
 
     @classmethod
-    def load(cls, checkpoint: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32, **kwargs):
+    def load(cls, checkpoint: str | Path, device: str = "cpu", precision: str = "fp32", **kwargs):
+        """precision: fp32, int8 (CPU), bf16 (GPU) or auto (the fastest for the device)."""
         from smolrgpt.modeling.checkpoint import load_checkpoint
+        from smolrgpt.modeling.precision import apply_precision
 
-        model, processor = load_checkpoint(checkpoint, device=device, dtype=dtype)
-        return cls(model, processor, device=device, **kwargs)
+        model, processor = load_checkpoint(checkpoint, device=device)
+        return cls(apply_precision(model, precision, device), processor, device=device, **kwargs)
+
+    @contextlib.contextmanager
+    def _timed(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] += time.perf_counter() - started
 
     # -- frames ----------------------------------------------------------------------------------------
     def frame(self, image, depth=None, depth_polarity: str = "far_bright", frame_id: str | None = None) -> Frame:
         frame_id = frame_id or f"frame-{next(_frame_ids)}"
         try:
-            rgb, dep = self.processor.frame_arrays(image, depth, depth_polarity)
-            size = image_size_of(image)
+            with self._timed("preprocess_s"):
+                rgb, dep = self.processor.frame_arrays(image, depth, depth_polarity)
+                size = image_size_of(image)
         except ImageDecodeError as exc:
             raise SampleError(str(exc), sample_id=frame_id) from None
         return Frame(frame_id, size, rgb, dep)
@@ -135,7 +151,8 @@ class SmolRGPT:
             n_rgb = len(stacks)
             if with_regions:
                 stacks += [f.depth_values for f in chunk]
-            patches = self.model.encode_patches(torch.from_numpy(np.stack(stacks)).to(self.device))
+            with self._timed("vision_s"):
+                patches = self.model.encode_patches(torch.from_numpy(np.stack(stacks)).to(self.device))
             for i, f in enumerate(chunk):
                 if n_rgb:
                     f.image_tokens = self.model.rgb_connector(patches[i:i + 1])
@@ -147,11 +164,16 @@ class SmolRGPT:
     def _frame_prefix(self, frame: Frame):
         if frame.prefix is None:
             ids = torch.from_numpy(self.prefix_ids).to(self.device)[None]
-            embeds = self.model.embed_inputs(ids, frame.image_tokens)
-            frame.prefix = prefix_kv(self.model.language_model, embeds)
+            with self._timed("prefill_s"):
+                embeds = self.model.embed_inputs(ids, frame.image_tokens)
+                frame.prefix = prefix_kv(self.model.language_model, embeds)
         return frame.prefix
 
     def _region_vectors(self, frame: Frame, masks: torch.Tensor):
+        with self._timed("refiner_pool_s"):
+            return self._pool_regions(frame, masks)
+
+    def _pool_regions(self, frame: Frame, masks: torch.Tensor):
         eps = self.model.config.mask_pool_eps
         if self.lazy_refine:
             return frame.rgb_map.pool(masks, eps), frame.depth_map.pool(masks, eps)
@@ -172,6 +194,10 @@ class SmolRGPT:
         return answers
 
     def _prompt(self, q: Question):
+        with self._timed("preprocess_s"):
+            return self._prompt_arrays(q)
+
+    def _prompt_arrays(self, q: Question):
         try:
             ids, _ = self.processor.prompt_arrays([(q.text, None)], len(q.regions), train=False)
             masks = self.processor.region_arrays(q.regions, q.frame.image_size) if q.regions else None
@@ -211,9 +237,11 @@ class SmolRGPT:
     def _generate_plain(self, chunk, prompts, region_vectors, max_new_tokens, generate_kwargs):
         image_tokens = torch.cat([q.frame.image_tokens for q in chunk])
         input_ids, attention, embeds = self._splice([ids for ids, _ in prompts], image_tokens, region_vectors)
-        return self.model.generate(input_ids, attention, inputs_embeds=embeds, max_new_tokens=max_new_tokens,
-                                   eos_token_id=self.processor.eos_token_id,
-                                   pad_token_id=self.processor.pad_token_id, **generate_kwargs)
+        with self._timed("generate_s"):
+            return self.model.generate(input_ids, attention, inputs_embeds=embeds, max_new_tokens=max_new_tokens,
+                                       min_new_tokens=max_new_tokens if self.eos_token_id < 0 else 0,
+                                       eos_token_id=self.eos_token_id if self.eos_token_id >= 0 else None,
+                                       pad_token_id=self.processor.pad_token_id, **generate_kwargs)
 
     def _generate_with_prefix(self, chunk, prompts, region_vectors, max_new_tokens, generate_kwargs):
         n = len(self.prefix_ids)
@@ -224,7 +252,8 @@ class SmolRGPT:
         return generate_from_prefixes(
             self.model.language_model, self.model.get_input_embeddings(),
             [self._frame_prefix(q.frame) for q in chunk], suffixes, max_new_tokens,
-            eos_token_id=self.processor.eos_token_id, pad_token_id=self.processor.pad_token_id, **generate_kwargs)
+            eos_token_id=self.eos_token_id, pad_token_id=self.processor.pad_token_id, timings=self.timings,
+            **generate_kwargs)
 
     @staticmethod
     def _finish(q: Question, text: str, normalize: bool) -> Answer:

@@ -1,0 +1,245 @@
+"""Inference speed and memory: one question end to end, its breakdown, and evaluation throughput.
+
+    python benchmarks/inference.py --preset smolrgpt-600m --precision fp32
+    python benchmarks/inference.py --preset smolrgpt-600m --precision int8 --compare fp32
+
+Random weights (speed does not depend on them). Answers are forced to --tokens tokens. Prints a table,
+then one JSON line. Machine limits (matmul GFLOP/s, memory read GB/s) are measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+QUESTION_2 = "How far is the pallet <mask> from the pallet <mask>?"
+QUESTION_15 = ("Given the buffer masks <mask> <mask> <mask> and the pallet masks " + "<mask> " * 11 +
+               "and the shelf <mask>, how many pallets are in the buffer region closest to the shelf?")
+EVAL_QUESTIONS = [QUESTION_2, "Is the pallet <mask> to the left of the pallet <mask>?",
+                  "Which of the pallets <mask> <mask> <mask> is the leftmost?", QUESTION_15]
+
+
+def machine_limits(device: torch.device) -> tuple[float, float]:
+    """(fp32 matmul GFLOP/s, memory read GB/s), best of several runs."""
+    def best(fn, repeats):
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    n = 2048
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    torch.mm(a, b)
+    flops = 2 * n**3 * 4 / best(lambda: [torch.mm(a, b) for _ in range(4)], 3) / 1e9
+    rows = 8192
+    m, v = torch.randn(rows, rows, device=device), torch.randn(rows, device=device)
+    torch.mv(m, v)
+    bandwidth = m.numel() * 4 / best(lambda: torch.mv(m, v), 5) / 1e9
+    return flops, bandwidth
+
+
+def linear_weights(module) -> list[tuple[str, int, int]]:
+    """(name, in_features, out_features) of every matrix-multiply layer (float or quantised)."""
+    out = []
+    for name, sub in module.named_modules():
+        if hasattr(sub, "in_features") and hasattr(sub, "out_features"):
+            out.append((name, sub.in_features, sub.out_features))
+    return out
+
+
+def write_inputs(folder: Path, size=(1080, 1920), regions=15, seed=0):
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgb = np.stack([(xx * 255 // w), (yy * 255 // h), rng.integers(0, 256, (h, w))], -1).astype(np.uint8)
+    Image.fromarray(rgb).save(folder / "rgb.png")
+    Image.fromarray((yy * 255 // h).astype(np.uint8)).save(folder / "depth.png")
+    masks = []
+    for k in range(regions):
+        m = np.zeros((h, w), np.uint8)
+        y, x = rng.integers(0, h - 120), rng.integers(0, w - 160)
+        m[y:y + 100, x:x + 140] = 255
+        Image.fromarray(m).save(folder / f"mask{k}.png")
+        masks.append(folder / f"mask{k}.png")
+    return folder / "rgb.png", folder / "depth.png", masks
+
+
+def build_engine(preset: str, precision: str, device: str, **engine_kwargs):
+    from smolrgpt.engine import SmolRGPT
+    from smolrgpt.modeling.config import SmolRGPTConfig
+    from smolrgpt.modeling.model import SmolRGPTForConditionalGeneration
+    from smolrgpt.modeling.precision import apply_precision
+    from smolrgpt.modeling.weights import tokenizer_for_preset
+    from smolrgpt.processing.processor import SmolRGPTProcessor
+
+    torch.manual_seed(0)
+    config = SmolRGPTConfig.from_preset(preset)
+    model = SmolRGPTForConditionalGeneration(config).eval().to(device)
+    processor = SmolRGPTProcessor.for_model(tokenizer_for_preset(preset), config)
+    engine = SmolRGPT(apply_precision(model, precision, device), processor, device=device, **engine_kwargs)
+    engine.eos_token_id = -1  # fixed-length answers: every variant decodes the same number of tokens
+    return engine
+
+
+def one_question(engine, rgb, depth, masks, question, tokens):
+    from smolrgpt.data.sample import Region
+
+    engine.timings.clear()
+    start = time.perf_counter()
+    frame = engine.frame(rgb, depth)
+    answer = engine.ask(frame, question, [Region("mask", m) for m in masks], max_new_tokens=tokens)
+    return time.perf_counter() - start, dict(engine.timings), answer
+
+
+def flop_estimate(engine, prompt_tokens: int, with_depth: bool) -> tuple[float, float]:
+    """(vision FLOPs, LM prefill FLOPs) of one question: 2 x MACs of the matrix multiplies + attention."""
+    vcfg = engine.model.config.vision_config
+    patches = (vcfg.image_size // vcfg.patch_size) ** 2
+    frames = 2 if with_depth else 1
+    vision_macs = sum(i * o for _, i, o in linear_weights(engine.model.vision_tower)) * patches
+    vision_macs += 3 * vcfg.patch_size**2 * vcfg.hidden_size * patches  # patch embedding
+    vision_macs += 2 * patches**2 * vcfg.hidden_size * vcfg.num_hidden_layers  # attention scores and mix
+    lm = [(n, i, o) for n, i, o in linear_weights(engine.model.language_model) if "lm_head" not in n]
+    tcfg = engine.model.config.text_config
+    lm_macs = sum(i * o for _, i, o in lm) * prompt_tokens
+    lm_macs += 2 * prompt_tokens**2 / 2 * tcfg.hidden_size * tcfg.num_hidden_layers
+    lm_macs += tcfg.hidden_size * tcfg.vocab_size  # the one logits row prefill computes
+    return 2.0 * vision_macs * frames, 2.0 * lm_macs
+
+
+def decode_bytes_per_token(engine, precision: str) -> float:
+    bytes_per_weight = {"fp32": 4, "int8": 1, "bf16": 2}[precision]
+    weights = sum(i * o for _, i, o in linear_weights(engine.model.language_model))
+    return weights * bytes_per_weight
+
+
+def eval_throughput(engine, folder: Path, frames: int, per_frame: int, tokens: int, one_by_one: bool) -> float:
+    """Questions/s on a synthetic split (many questions per frame) through predict, or one by one
+    with a fresh frame per question and no reuse (the baseline)."""
+    from smolrgpt.data.sample import Region, Sample
+    from smolrgpt.evaluation.predict import predict
+
+    rng = np.random.default_rng(1)
+    samples = []
+    for f in range(frames):
+        frame_dir = folder / f"eval{f}"
+        frame_dir.mkdir(parents=True, exist_ok=True)
+        rgb, depth, masks = write_inputs(frame_dir, regions=15, seed=f + 10)
+        for q in range(per_frame):
+            question = EVAL_QUESTIONS[q % len(EVAL_QUESTIONS)]
+            n = question.count("<mask>")
+            chosen = rng.choice(len(masks), n, replace=False)
+            samples.append(Sample(f"{f}-{q}", str(rgb), [(question, None)], [Region("mask", masks[k]) for k in chosen],
+                                  depth=str(depth)))
+    start = time.perf_counter()
+    if one_by_one:
+        for s in samples:
+            frame = engine.frame(s.image, s.depth)
+            engine.ask(frame, s.question, s.regions, max_new_tokens=tokens)
+    else:
+        predict(engine, samples, folder / "pred", batch_size=engine.batch_size, max_new_tokens=tokens, progress=False)
+    return len(samples) / (time.perf_counter() - start)
+
+
+def run(args) -> dict:
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    gflops, gbs = machine_limits(device)
+    folder = Path(tempfile.mkdtemp(prefix="smolrgpt-bench-"))
+    rgb, depth, masks = write_inputs(folder)
+    result = {"device": str(device), "machine": platform.processor() or platform.machine(),
+              "threads": torch.get_num_threads(), "preset": args.preset, "precision": args.precision,
+              "matmul_gflops": round(gflops, 1), "mem_read_gbs": round(gbs, 1), "tokens": args.tokens}
+    rows = []
+    for label, kwargs in (("plain", dict(reuse_prefix=False, lazy_refine=False)), ("optimized", {})):
+        engine = build_engine(args.preset, args.precision, args.device, batch_size=args.batch_size, **kwargs)
+        one_question(engine, rgb, depth, masks[:2], QUESTION_2, 2)  # warm-up
+        runs = [one_question(engine, rgb, depth, masks[:2], QUESTION_2, args.tokens) for _ in range(args.repeats)]
+        latency, timings, answer = min(runs, key=lambda r: r[0])
+        latency15 = min(one_question(engine, rgb, depth, masks, QUESTION_15, args.tokens)[0]
+                        for _ in range(args.repeats))
+        rows.append((label, latency, latency15, timings))
+        if label == "optimized":
+            prompt = len(engine.processor.prompt_arrays([(QUESTION_2, None)], 2, train=False)[0])
+            vision_flops, prefill_flops = flop_estimate(engine, prompt, with_depth=True)
+            decode_s = timings.get("decode_s", 0.0)
+            steps = timings.get("decode_steps", 0.0) - 1  # the first token comes from prefill
+            tokens_per_s = steps / decode_s if decode_s else 0.0
+            compute_s = timings["vision_s"] + timings["prefill_s"]
+            result.update(
+                question_latency_s=round(latency, 3), question_latency_15_masks_s=round(latency15, 3),
+                preprocess_s=round(timings["preprocess_s"], 3), vision_s=round(timings["vision_s"], 3),
+                refiner_pool_s=round(timings["refiner_pool_s"], 3), prefill_s=round(timings["prefill_s"], 3),
+                decode_tokens_per_s=round(tokens_per_s, 2),
+                prefill_flop_utilization=round((vision_flops + prefill_flops) / compute_s / (gflops * 1e9), 3),
+                decode_bandwidth_utilization=round(decode_bytes_per_token(engine, args.precision) * tokens_per_s
+                                                   / (gbs * 1e9), 3),
+                answer_example=answer.text[:60])
+            if args.eval_frames:
+                fast = eval_throughput(engine, folder / "fast", args.eval_frames, args.questions_per_frame,
+                                       args.tokens, one_by_one=False)
+                result["eval_questions_per_s"] = round(fast, 3)
+        else:
+            result["plain_question_latency_s"] = round(latency, 3)
+            result["plain_question_latency_15_masks_s"] = round(latency15, 3)
+            if args.eval_frames:
+                slow = eval_throughput(engine, folder / "slow", args.eval_frames, args.questions_per_frame,
+                                       args.tokens, one_by_one=True)
+                result["eval_one_by_one_questions_per_s"] = round(slow, 3)
+        del engine
+    if args.eval_frames:
+        result["eval_speedup"] = round(result["eval_questions_per_s"] / result["eval_one_by_one_questions_per_s"], 2)
+    result["latency_speedup"] = round(result["plain_question_latency_s"] / result["question_latency_s"], 2)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(f"SmolRGPT inference benchmark: {args.preset}, {args.precision}, {device} "
+          f"({result['threads']} threads, {result['machine']})")
+    print(f"machine: fp32 matmul {gflops:.1f} GFLOP/s, memory read {gbs:.1f} GB/s")
+    print(f"{'variant':<12}{'1 question (2 masks) s':>24}{'15 masks s':>12}")
+    for label, latency, latency15, _ in rows:
+        print(f"{label:<12}{latency:>24.3f}{latency15:>12.3f}")
+    print(f"breakdown (optimized): preprocess {result['preprocess_s']:.3f} s, vision {result['vision_s']:.3f} s, "
+          f"refine+pool {result['refiner_pool_s']:.3f} s, prefill {result['prefill_s']:.3f} s, "
+          f"decode {result['decode_tokens_per_s']:.1f} tokens/s")
+    print(f"utilisation: prefill FLOP {result['prefill_flop_utilization']:.2f}, "
+          f"decode bandwidth {result['decode_bandwidth_utilization']:.2f}")
+    if args.eval_frames:
+        print(f"evaluation: {result['eval_questions_per_s']:.3f} questions/s through predict vs "
+              f"{result['eval_one_by_one_questions_per_s']:.3f} one by one ({result['eval_speedup']:.2f}x)")
+    print(f"peak RSS {result['peak_rss_mb']:.0f} MB")
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="smolrgpt-tiny")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "int8", "bf16"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--tokens", type=int, default=20, help="answer length (forced)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed repeats per measurement (best is kept)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--eval-frames", type=int, default=3, help="frames of the evaluation split (0: skip)")
+    parser.add_argument("--questions-per-frame", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    result = run(args)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
