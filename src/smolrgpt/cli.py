@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("smolrgpt.evaluation.commands", "score a Track 3 submission with the official formula"),
     "normalize": ("smolrgpt.evaluation.commands", "free-form answers -> normalized answers (no model)"),
     "data": ("smolrgpt.data.commands", "data-file tools: `data check FILE` validates every record"),
+    "ask": ("smolrgpt.serving.ask", "answer one question about an RGB-D frame and its regions"),
+    "serve": ("smolrgpt.serving.commands", "HTTP service (batched) and web page for a checkpoint"),
     "train": ("smolrgpt.training.commands", "train one curriculum stage (YAML config + key=value overrides)"),
     "curriculum": ("smolrgpt.training.commands", "run the three training stages in turn (resumable)"),
 }
