@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from smolrgpt.atomic import write_json_atomic
 from smolrgpt.data.sample import Sample
 from smolrgpt.errors import SampleError, SmolRGPTError
 from smolrgpt.processing.images import (ImageDecodeError, depth_normalize, depth_resized, image_size_of,
@@ -58,12 +59,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def _prepare_one(args):
@@ -147,7 +142,7 @@ def build_cache(samples: Iterable[Sample], source: str | Path, processor, out_di
             os.replace(tmp, out / name)
             manifest["shards"].append({"file": name, "sha256": _sha256(out / name), "frames": new_frames,
                                        "samples": len(batch)})
-            _write_json_atomic(manifest_path, manifest)
+            write_json_atomic(manifest_path, manifest, indent=1)
 
         for sample in samples:
             shard_no = index // samples_per_shard
@@ -163,7 +158,7 @@ def build_cache(samples: Iterable[Sample], source: str | Path, processor, out_di
         if batch:
             flush(batch, batch_shard)
         manifest["complete"] = True
-        _write_json_atomic(manifest_path, manifest)
+        write_json_atomic(manifest_path, manifest, indent=1)
     finally:
         bar.close()
         if pool:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
 
+from smolrgpt.atomic import write_text_atomic
 from smolrgpt.data.sample import CATEGORIES
 from smolrgpt.errors import SampleError
 from smolrgpt.evaluation.normalize import UNANSWERABLE, classify_question, normalize_answer
@@ -157,18 +157,6 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _write_atomically(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.writelines(lines)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def run_normalize(args: argparse.Namespace) -> int:
     source, target = Path(args.input), Path(args.out)
     records = _read_jsonl(source)
@@ -181,6 +169,6 @@ def run_normalize(args: argparse.Namespace) -> int:
         record["normalized_answer"] = normalize_answer(record["answer"], question, record["category"])
         unanswerable += record["normalized_answer"] == UNANSWERABLE
         output.append(json.dumps(record, ensure_ascii=False) + "\n")
-    _write_atomically(target, output)
+    write_text_atomic(target, "".join(output))
     print(f"normalized {len(records)} answer(s) from {source} -> {target} ({unanswerable} unanswerable)")
     return 0

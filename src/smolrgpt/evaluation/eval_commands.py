@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -37,10 +36,10 @@ def _load(args):
 
 
 def _record_run(args, out: Path, name: str) -> None:
-    from smolrgpt.evaluation.predict import write_json_atomic
+    from smolrgpt.atomic import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / f"{name}_config.json", {k: v for k, v in vars(args).items() if k != "func"})
+    write_json_atomic(out / f"{name}_config.json", {k: v for k, v in vars(args).items() if k != "func"}, indent=1)
 
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,7 +68,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_eval(args) -> int:
     from smolrgpt.evaluation.commands import format_report, write_chart
-    from smolrgpt.evaluation.predict import predict, write_json_atomic
+    from smolrgpt.atomic import write_json_atomic
+    from smolrgpt.evaluation.predict import predict
     from smolrgpt.evaluation.report import (confusion, distance_histogram, format_confusion, pick_examples,
                                             write_gallery)
     from smolrgpt.evaluation.score import load_records, score_submission
@@ -102,7 +102,7 @@ def run_eval(args) -> int:
     gallery = write_gallery(pick_examples(samples, predictions, args.gallery), predictions, out,
                             f"SmolRGPT on {Path(args.data).name}")
     (out / "report.txt").write_text("\n".join(text) + "\n")
-    write_json_atomic(out / "report.json", report.to_dict())
+    write_json_atomic(out / "report.json", report.to_dict(), indent=1)
     print("\n".join(text))
     print(f"\nwrote {out / 'report.txt'}, {out / 'report.json'}, {out / 'scores.png'}, "
           f"{out / 'distance_errors.png'} ({n_hist} distances), {gallery}")

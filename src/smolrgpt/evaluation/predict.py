@@ -14,20 +14,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from smolrgpt.atomic import write_json_atomic
 from smolrgpt.data.sample import Sample
 from smolrgpt.errors import SmolRGPTError
 
 PREDICTIONS = "predictions.jsonl"
 SUBMISSION = "submission.json"
-
-
-def write_json_atomic(path: Path, obj, indent: int | None = 1) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=indent)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_finished(path: Path) -> dict[str, dict]:
@@ -115,5 +107,5 @@ def predict(engine, samples: list[Sample], out_dir: str | Path, batch_size: int 
                 return PredictResult(batches, len(samples) - len(todo), out_dir, [])
     bar.close()
     rows = [finished[i] for i in ids]
-    write_json_atomic(out_dir / SUBMISSION, [{"id": r["id"], "normalized_answer": r["normalized_answer"]} for r in rows])
+    write_json_atomic(out_dir / SUBMISSION, [{"id": r["id"], "normalized_answer": r["normalized_answer"]} for r in rows], indent=1)
     return PredictResult(len(todo), len(samples) - len(todo), out_dir, rows)

@@ -15,15 +15,13 @@ metres = near_m + value / 255 * (far_m - near_m), so it converts back within hal
 from __future__ import annotations
 
 import io
-import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from smolrgpt.atomic import write_bytes_atomic, write_json_atomic  # noqa: F401 (used as writer.*)
 from smolrgpt.synth.questions import QA
 from smolrgpt.synth.render import Rendering
 from smolrgpt.synth.scene import BUFFER, PALLET, TRANSPORTER, Scene
@@ -43,18 +41,6 @@ CONVENTIONS = {
 
 
 # ------------------------------------------------------------------------------------------------ atomic
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    write_bytes_atomic(path, json.dumps(obj).encode("utf-8"))
-
-
 def png_bytes(array: np.ndarray, compress_level: int = 6) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", compress_level=compress_level)
