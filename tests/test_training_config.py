@@ -1,0 +1,112 @@
+"""Training configs: YAML + key=value overrides, validated; the shipped stage configs hold the paper's values."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from smolrgpt.errors import ConfigError
+from smolrgpt.training.config import load_config, parse_bool
+from test_training_helpers import CONFIGS
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_in_file_is_named(tmp_path):
+    path = _write(tmp_path, "data: {train: x.json}\ntrain: {stag: 3}\n")
+    with pytest.raises(ConfigError, match=r"unknown setting train\.stag"):
+        load_config(path)
+
+
+def test_unknown_section_and_override_keys_are_named(tmp_path):
+    path = _write(tmp_path, "data: {train: x.json}\n")
+    with pytest.raises(ConfigError, match=r"unknown setting optimizer"):
+        load_config(path, ["optimizer.lr=1"])
+    with pytest.raises(ConfigError, match=r"unknown setting optim\.lr\.vision"):
+        load_config(path, ["optim.lr.vision=1e-4"])
+    with pytest.raises(ConfigError, match="not of the form"):
+        load_config(path, ["train.stage"])
+    with pytest.raises(ConfigError, match="is a section"):
+        load_config(path, ["optim.lr=1e-4"])
+
+
+@pytest.mark.parametrize("text,expected", [("true", True), ("False", False), ("yes", True), ("no", False),
+                                           ("1", True), ("0", False), ("ON", True), ("off", False)])
+def test_booleans_parse_properly(tmp_path, text, expected):
+    path = _write(tmp_path, "data: {train: x.json}\n")
+    assert load_config(path, [f"logging.tensorboard={text}"]).logging.tensorboard is expected
+    assert parse_bool(text, "k") is expected
+
+
+def test_bad_bool_and_bad_types_are_errors_naming_the_key(tmp_path):
+    path = _write(tmp_path, "data: {train: x.json}\n")
+    with pytest.raises(ConfigError, match=r"logging\.wandb: expected a boolean"):
+        load_config(path, ["logging.wandb=maybe"])
+    with pytest.raises(ConfigError, match=r"train\.batch_size: expected an integer"):
+        load_config(path, ["train.batch_size=12.5"])
+    with pytest.raises(ConfigError, match=r"optim\.lr\.connectors: expected a number"):
+        load_config(path, ["optim.lr.connectors=fast"])
+    with pytest.raises(ConfigError, match=r"train\.precision: expected one of auto, fp32, bf16"):
+        load_config(path, ["train.precision=fp16"])
+    with pytest.raises(ConfigError, match=r"train\.stage: expected an integer"):
+        load_config(_write(tmp_path, "data: {train: x.json}\ntrain: {stage: true}\n"))
+    with pytest.raises(ConfigError, match=r"^train: expected a mapping"):
+        load_config(_write(tmp_path, "data: {train: x.json}\ntrain: 3\n"))
+
+
+def test_values_are_converted_and_checked(tmp_path):
+    # YAML 1.1 reads `1e-4` as text: accepted as a number; null clears an optional setting.
+    path = _write(tmp_path, "data: {train: x.json, max_val_samples: 5}\noptim: {lr: {connectors: 1e-4}}\n")
+    config = load_config(path, ["data.max_val_samples=null", "schedule.max_steps=7", "train.stage=2"])
+    assert config.optim.lr.connectors == 1e-4 and config.data.max_val_samples is None
+    assert config.schedule.max_steps == 7 and config.train.stage == 2
+    with pytest.raises(ConfigError, match="must be a multiple of train.grad_accum"):
+        load_config(path, ["train.batch_size=10", "train.grad_accum=4"])
+    with pytest.raises(ConfigError, match="train.stage must be 1, 2 or 3"):
+        load_config(path, ["train.stage=4"])
+    with pytest.raises(ConfigError, match=r"data\.train is required"):
+        load_config(_write(tmp_path, "data:\n  train: ???\n"))
+
+
+def test_paper_stage_configs(tmp_path):
+    expected = {  # stage: (lr connectors, refiners, LM, effective batch, epochs, format)
+        1: (1e-4, None, None, 240, 20, "llava"),
+        2: (5e-5, 1e-4, None, 224, 1, "osd"),
+        3: (5e-5, 5e-5, 5e-5, 112, 20, "track3"),
+    }
+    for stage, (conn, ref, lm, batch, epochs, fmt) in expected.items():
+        raw = yaml.safe_load((CONFIGS / f"stage{stage}.yaml").read_text())
+        with pytest.raises(ConfigError, match="is required"):  # data paths are placeholders
+            load_config(CONFIGS / f"stage{stage}.yaml")
+        fills = [f"{k}=/somewhere" for k in ("data.train", "data.val", "data.images_root", "data.depths_root",
+                                             "model.init") if _get(raw, k) == "???"]
+        c = load_config(CONFIGS / f"stage{stage}.yaml", fills)
+        assert c.train.stage == stage and c.train.batch_size == batch and c.schedule.epochs == epochs
+        assert c.optim.lr.connectors == conn and (ref is None or c.optim.lr.refiners == ref)
+        assert lm is None or c.optim.lr.language_model == lm
+        assert (c.train.grad_accum, c.data.max_length, c.train.seed) == (4, 512, 0)
+        assert (c.schedule.warmup_ratio, c.schedule.min_lr_ratio) == (0.03, 0.1)
+        assert (c.optim.weight_decay, c.optim.max_grad_norm, c.train.precision) == (0.01, 1.0, "auto")
+        assert c.data.format == fmt and c.logging.wandb is False
+
+
+def test_cpu_configs_load_and_use_the_tiny_model():
+    for stage in (1, 2, 3):
+        c = load_config(CONFIGS / f"cpu-stage{stage}.yaml")
+        assert c.train.stage == stage and c.train.grad_accum == 4
+        assert stage != 1 or c.model.init == "preset:smolrgpt-tiny"
+
+
+def test_resolved_config_round_trips(tmp_path):
+    c = load_config(CONFIGS / "cpu-stage3.yaml", ["train.batch_size=8"])
+    again = load_config(_write(tmp_path, c.to_yaml()))
+    assert again == c
+
+
+def _get(raw, dotted):
+    for part in dotted.split("."):
+        raw = (raw or {}).get(part)
+    return raw
