@@ -89,3 +89,12 @@ def test_precision_choices(tiny_model, tiny_processor):
     engine = SmolRGPT(quantized, tiny_processor, max_new_tokens=6)
     answer = engine.ask(engine.frame(rgb, depth), "How far is <mask> from <mask>?", regions, normalize=False)
     assert isinstance(answer.text, str)
+
+
+def test_question_accepts_every_region_form(lively_engine):
+    rgb, depth = make_frame(0)
+    frame = lively_engine.frame(rgb, depth)
+    q = Question(frame, "Is <mask> left of <mask>?", [[0, 0, 10, 10], {"box": [20, 20, 60, 60]}])
+    assert [r.kind for r in q.regions] == ["box", "box"]
+    assert lively_engine.ask_batch([q], normalize=False)[0].text == lively_engine.ask(
+        frame, "Is <mask> left of <mask>?", [[0, 0, 10, 10], [20, 20, 60, 60]], normalize=False).text

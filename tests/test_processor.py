@@ -201,3 +201,14 @@ def test_processor_round_trip(tiny_processor, tmp_path):
     sample = make_sample()
     a, b = tiny_processor.prepare(sample), loaded.prepare(sample)
     assert np.array_equal(a.input_ids, b.input_ids) and np.array_equal(a.region_masks, b.region_masks)
+
+
+def test_rgba_mask_arrays_follow_the_mask_file_rule(tmp_path):
+    rgba = np.zeros((20, 20, 4), np.uint8)
+    rgba[..., 3] = 255  # fully opaque everywhere: alpha must not make the whole image a region
+    rgba[5:10, 5:10, :3] = 255
+    Image.fromarray(rgba).save(tmp_path / "m.png")
+    from_array = region_to_grid(Region("mask", rgba), (20, 20), 4)
+    from_file = region_to_grid(Region("mask", str(tmp_path / "m.png")), (20, 20), 4)
+    np.testing.assert_array_equal(from_array, from_file)
+    assert from_array.sum() * 25 == pytest.approx(25)

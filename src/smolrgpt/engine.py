@@ -57,6 +57,9 @@ class Question:
     regions: list[Region] = field(default_factory=list)
     id: str | None = None
 
+    def __post_init__(self):
+        self.regions = [as_region(r) for r in self.regions]
+
 
 @dataclass
 class Answer:

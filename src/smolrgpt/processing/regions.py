@@ -56,11 +56,11 @@ def _array_mask(data, image_size: tuple[int, int]) -> np.ndarray:
         except (OSError, ValueError) as exc:
             raise RegionDecodeError(f"cannot read mask image {str(data)!r} ({exc})") from None
     elif isinstance(data, Image.Image):
-        arr = np.asarray(data)
+        arr = np.asarray(data.convert("L") if data.mode not in ("L", "1", "I", "I;16", "F") else data)
     else:
         arr = np.asarray(data)
-    if arr.ndim == 3:  # an RGB(A) mask image: inside = any non-zero channel
-        arr = arr.any(axis=-1)
+    if arr.ndim == 3:  # an RGB(A) array: the same rule as mask image files (luminance, alpha ignored)
+        arr = np.asarray(Image.fromarray(arr.astype(np.uint8)).convert("L"))
     if arr.ndim != 2:
         raise RegionDecodeError(f"a mask must be 2-D, got shape {arr.shape}")
     if arr.shape != tuple(image_size):
