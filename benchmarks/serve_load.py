@@ -98,7 +98,7 @@ def png(array: np.ndarray) -> bytes:
 
 
 def make_frames(count: int, width: int, height: int) -> list[tuple[bytes, bytes]]:
-    from smolrgpt.serving.api import _procedural_example, _synthetic_example
+    from smolrgpt.serving.inputs import _procedural_example, _synthetic_example
 
     frames = []
     for seed in range(count):

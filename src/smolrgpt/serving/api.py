@@ -8,6 +8,8 @@ Endpoints (OpenAPI at /openapi.json, docs at /docs):
   GET    /health              model, sizes, queue depth, uptime
   GET    /                    the web page (static files in serving/web/)
 
+Request decoding and validation live in inputs.py.
+
 Safety: every input is decoded from the request itself (base64 in JSON, or uploaded files); a value that
 names a path is refused, never opened. Body size, image pixels, question length and region count are
 bounded; malformed input gets a 4xx with a one-line `detail`; a full queue gets 503. The engine is only
@@ -15,320 +17,30 @@ ever called from the batcher's worker thread (see batcher.py).
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import functools
-import io
 import json
-import math
 import re
 import secrets
-import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from smolrgpt.data.sample import MASK_TAG, Region
+from smolrgpt.data.sample import MASK_TAG
 from smolrgpt.engine import Frame, Question
 from smolrgpt.errors import SampleError
 from smolrgpt.processing.images import DEPTH_POLARITIES
-from smolrgpt.processing.regions import RegionDecodeError, regions_to_grid
 from smolrgpt.serving.batcher import Batcher, QueueFull
+from smolrgpt.serving.inputs import (_PATH_HINT, FrameCache, Limits, RequestError, _unprocessable, bundled_examples,
+                                     check_regions, decode_base64, open_image_bytes, parse_region)
 
 WEB_DIR = Path(__file__).with_name("web")
-
-
-# ----------------------------------------------------------------------------------------------- limits
-@dataclass(frozen=True)
-class Limits:
-    max_request_bytes: int = 20 * 1024 * 1024
-    max_image_pixels: int = 7680 * 4320  # 8K UHD
-    max_question_chars: int = 4000
-    max_regions: int = 64
-    max_new_tokens: int = 512
-
-
-class RequestError(Exception):
-    """A request the service refuses: HTTP status and a one-line message for the client."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _unprocessable(message: str) -> RequestError:
-    return RequestError(422, message)
-
-
-# ------------------------------------------------------------------------------------- decoding inputs
-_PATH_LIKE = re.compile(r"^(~|\.{0,2}[/\\]|[A-Za-z]:[/\\]|file:)|\\|\.[A-Za-z0-9]{1,5}$")
-_PATH_HINT = "the server never reads files or URLs named by a request: send the content itself"
-
-
-def _looks_like_path(text: str) -> bool:
-    return len(text) < 4096 and bool(_PATH_LIKE.search(text.strip()))
-
-
-def decode_base64(value: Any, what: str) -> bytes:
-    """Bytes from a base64 string (a `data:...;base64,` URL prefix is allowed). Paths are refused."""
-    if not isinstance(value, str):
-        raise _unprocessable(f"{what}: expected a base64 string, got {type(value).__name__}")
-    text = value.strip()
-    if text.startswith("data:"):
-        head, sep, text = text.partition(",")
-        if not sep or not head.endswith(";base64"):
-            raise _unprocessable(f"{what}: a data URL must be base64-encoded (data:<type>;base64,...)")
-    try:
-        data = base64.b64decode(re.sub(r"\s+", "", text), validate=True)
-    except (binascii.Error, ValueError):
-        if _looks_like_path(text):
-            raise _unprocessable(f"{what}: looks like a file path ({text[:80]!r}); {_PATH_HINT}") from None
-        raise _unprocessable(f"{what}: not valid base64") from None
-    if not data:
-        raise _unprocessable(f"{what}: empty")
-    if _looks_like_path(text) and not _is_image_bytes(data):
-        raise _unprocessable(f"{what}: looks like a file path ({text[:80]!r}); {_PATH_HINT}")
-    return data
-
-
-def _is_image_bytes(data: bytes) -> bool:
-    try:
-        with Image.open(io.BytesIO(data)):
-            return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def open_image_bytes(data: bytes, what: str, limits: Limits, expect_size: tuple[int, int] | None = None):
-    """A fully decoded PIL image from bytes; the pixel limit and the expected size are checked on the
-    header, before decoding."""
-    try:
-        img = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError:
-        raise RequestError(413, f"{what}: too large to decode") from None
-    except Exception:  # noqa: BLE001 - PIL raises many types on garbage
-        raise _unprocessable(f"{what}: not an image (PNG, JPEG, TIFF, ... expected)") from None
-    w, h = img.size
-    if w * h > limits.max_image_pixels:
-        raise RequestError(413, f"{what}: {w}x{h} = {w * h:,} pixels, more than this server's limit of "
-                                f"{limits.max_image_pixels:,}")
-    if w < 1 or h < 1:
-        raise _unprocessable(f"{what}: no pixels")
-    if expect_size is not None and (h, w) != tuple(expect_size):
-        raise _unprocessable(f"{what}: mask size {h}x{w} differs from the image size {expect_size[0]}x{expect_size[1]}")
-    try:
-        img.load()
-    except Image.DecompressionBombError:
-        raise RequestError(413, f"{what}: too large to decode") from None
-    except Exception as exc:  # noqa: BLE001
-        raise _unprocessable(f"{what}: cannot be decoded ({type(exc).__name__}: {exc})") from None
-    return img
-
-
-# --------------------------------------------------------------------------------------------- regions
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def parse_region(spec: Any, k: int, image_size: tuple[int, int], limits: Limits,
-                 mask_files: list[bytes] | None = None, used: set | None = None) -> Region:
-    """One region from a request: {"rle": {...}}, {"box": [x1, y1, x2, y2]}, {"polygon": [[x, y, ...]]},
-    {"mask": base64 image}, {"mask_file": i} (multipart), a bare COCO RLE dict or a 4-number box."""
-    where = f"region {k}"
-    if isinstance(spec, list):
-        if len(spec) == 4 and all(_number(v) for v in spec):
-            return Region("box", [float(v) for v in spec])
-        raise _unprocessable(f"{where}: a list region must be a box [x1, y1, x2, y2] of 4 numbers")
-    if not isinstance(spec, dict):
-        raise _unprocessable(f"{where}: a region must be an object such as {{\"box\": [x1, y1, x2, y2]}}, "
-                             f"got {type(spec).__name__}")
-    if "counts" in spec and "size" in spec and len(spec) == 2:
-        spec = {"rle": spec}
-    if len(spec) != 1:
-        raise _unprocessable(f"{where}: a region needs exactly one key of rle, box, polygon, mask, mask_file; "
-                             f"got {sorted(spec)}")
-    (kind, data), = spec.items()
-    if kind == "box":
-        if not (isinstance(data, list) and len(data) == 4 and all(_number(v) for v in data)):
-            raise _unprocessable(f"{where} (box): a box must be [x1, y1, x2, y2], 4 numbers")
-        return Region("box", [float(v) for v in data])
-    if kind == "rle":
-        if not (isinstance(data, dict) and set(data) == {"size", "counts"}):
-            raise _unprocessable(f"{where} (rle): RLE must be an object with exactly 'size' and 'counts'")
-        size, counts = data["size"], data["counts"]
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
-                                                                  for v in size)):
-            raise _unprocessable(f"{where} (rle): size must be [height, width]")
-        if isinstance(counts, str):
-            if not counts.isascii():
-                raise _unprocessable(f"{where} (rle): compressed counts must be an ASCII string")
-        elif not (isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in counts)):
-            raise _unprocessable(f"{where} (rle): counts must be a compressed string or a list of run lengths")
-        return Region("rle", {"size": list(size), "counts": counts})
-    if kind == "polygon":
-        polys = data if isinstance(data, list) and data and isinstance(data[0], list) else [data]
-        if not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(_number(v) for v in p)
-                   for p in polys):
-            raise _unprocessable(f"{where} (polygon): a polygon is a flat list [x0, y0, x1, y1, ...] of at "
-                                 "least 3 points (or a list of such lists)")
-        return Region("polygon", [[float(v) for v in p] for p in polys])
-    if kind == "mask":
-        img = open_image_bytes(decode_base64(data, f"{where} (mask)"), f"{where} (mask)", limits, image_size)
-        return Region("mask", mask_array(img))
-    if kind == "mask_file":
-        if mask_files is None:
-            raise _unprocessable(f"{where}: mask_file refers to an uploaded file; only multipart requests have them")
-        if not (isinstance(data, int) and not isinstance(data, bool) and 0 <= data < len(mask_files)):
-            raise _unprocessable(f"{where}: mask_file must be an index of the {len(mask_files)} uploaded "
-                                 f"'masks' file(s), got {data!r}")
-        if used is not None:
-            used.add(data)
-        img = open_image_bytes(mask_files[data], f"{where} (masks file {data})", limits, image_size)
-        return Region("mask", mask_array(img))
-    raise _unprocessable(f"{where}: unknown region kind {kind!r}; use one of rle, box, polygon, mask"
-                         + (", mask_file" if mask_files is not None else ""))
-
-
-def mask_array(img: Image.Image) -> np.ndarray:
-    """A mask image as the region pipeline reads a mask file: colour, palette and alpha images by their
-    luminance (an opaque black RGBA pixel is outside), single-channel images as they are."""
-    return np.asarray(img if img.mode in ("L", "1", "I", "I;16", "F") else img.convert("L"))
-
-
-def check_regions(regions: list[Region], image_size: tuple[int, int], grid: int) -> None:
-    """Decode each region onto the pooling grid now (numpy only), so a bad region fails this request alone
-    with a message naming it, instead of failing a whole batch later."""
-    for k, region in enumerate(regions):
-        try:
-            regions_to_grid([region], image_size, grid)
-        except RegionDecodeError as exc:
-            raise _unprocessable(f"region {k} ({region.kind}): {str(exc).split(': ', 1)[-1]}") from None
-        except Exception as exc:  # noqa: BLE001 - e.g. pycocotools on corrupt counts
-            raise _unprocessable(f"region {k} ({region.kind}): cannot decode ({type(exc).__name__}: {exc})") from None
-
-
-# ------------------------------------------------------------------------------------------- frame cache
-class FrameCache:
-    """Uploaded frames by id, least recently used evicted first. Each keeps its vision features once
-    computed, so later questions about it skip the encoders."""
-
-    def __init__(self, capacity: int = 16):
-        self.capacity = max(0, int(capacity))
-        self._frames: OrderedDict[str, Frame] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, frame: Frame) -> None:
-        with self._lock:
-            self._frames[frame.id] = frame
-            self._frames.move_to_end(frame.id)
-            while len(self._frames) > self.capacity:
-                self._frames.popitem(last=False)
-
-    def get(self, frame_id: str) -> Frame | None:
-        with self._lock:
-            frame = self._frames.get(frame_id)
-            if frame is not None:
-                self._frames.move_to_end(frame_id)
-            return frame
-
-    def delete(self, frame_id: str) -> bool:
-        with self._lock:
-            return self._frames.pop(frame_id, None) is not None
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._frames)
-
-
-# ---------------------------------------------------------------------------------------------- examples
-@dataclass
-class Example:
-    name: str
-    title: str
-    rgb: np.ndarray
-    depth: np.ndarray
-    question: str
-    regions: list[list[int]]
-    png: dict = field(default_factory=dict)
-
-    def image_png(self, which: str) -> bytes:
-        if which not in self.png:
-            buf = io.BytesIO()
-            Image.fromarray(self.rgb if which == "image" else self.depth).save(buf, format="PNG", optimize=True)
-            self.png[which] = buf.getvalue()
-        return self.png[which]
-
-    def describe(self) -> dict:
-        h, w = self.depth.shape
-        return {"name": self.name, "title": self.title, "width": w, "height": h,
-                "image_url": f"/v1/examples/{self.name}/image.png", "depth_url": f"/v1/examples/{self.name}/depth.png",
-                "depth_polarity": "far_bright", "question": self.question,
-                "regions": [{"box": b} for b in self.regions]}
-
-
-def _synthetic_example(seed: int, width: int, height: int) -> Example:
-    """A frame of the built-in synthetic warehouse generator, with the two most visible pallets as
-    suggested regions."""
-    from smolrgpt.synth import writer
-    from smolrgpt.synth.render import render
-    from smolrgpt.synth.scene import generate_scene
-
-    scene = generate_scene(np.random.default_rng([seed, 7]), width, height)
-    rendering = render(scene)
-    depth8 = writer.encode_depth(rendering.depth)[0]
-    boxes = []
-    pallets = [o.instance_id for o in scene.objects if o.cls == "pallet"]
-    for iid in sorted(pallets, key=lambda i: -int(rendering.visible_pixels[i]))[:2]:
-        ys, xs = np.nonzero(rendering.instances == iid)
-        if len(xs):
-            boxes.append([int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1])
-    question = "How far is the pallet <mask> from the pallet <mask>?" if len(boxes) == 2 else "Describe the scene."
-    return Example(f"warehouse-{seed}", f"synthetic warehouse {seed}", np.ascontiguousarray(rendering.rgb),
-                   np.ascontiguousarray(depth8), question, boxes)
-
-
-def _procedural_example(seed: int, width: int, height: int) -> Example:
-    """A plain drawn scene (floor, two boxes) for when the synthetic generator is unavailable."""
-    rng = np.random.default_rng(seed)
-    ys = np.linspace(0, 1, height, dtype=np.float32)[:, None]
-    rgb = np.empty((height, width, 3), np.uint8)
-    rgb[...] = (np.array([190, 190, 185]) * (0.7 + 0.3 * ys)[..., None]).astype(np.uint8)
-    depth = np.repeat((255 * (1 - ys) ** 1.5).astype(np.uint8), width, axis=1)
-    boxes = []
-    for k in range(2):
-        bw, bh = int(width * rng.uniform(0.12, 0.2)), int(height * rng.uniform(0.15, 0.25))
-        x = int(width * (0.15 + 0.45 * k) + rng.integers(0, width // 10))
-        y = int(height * rng.uniform(0.45, 0.65))
-        rgb[y:y + bh, x:x + bw] = (150 + 20 * k, 110, 60)
-        depth[y:y + bh, x:x + bw] = depth[min(height - 1, y + bh), x]
-        boxes.append([x, y, x + bw, y + bh])
-    return Example(f"drawn-{seed}", f"drawn scene {seed}", rgb, depth,
-                   "How far is the pallet <mask> from the pallet <mask>?", boxes)
-
-
-@functools.lru_cache(maxsize=1)
-def bundled_examples(count: int = 2, width: int = 640, height: int = 360) -> tuple[Example, ...]:
-    """Example frames made on first use (nothing binary is shipped): synthetic warehouse frames when the
-    generator is importable, simple drawn frames otherwise."""
-    out = []
-    for seed in range(count):
-        try:
-            out.append(_synthetic_example(seed, width, height))
-        except Exception:  # noqa: BLE001 - the generator is optional for serving
-            out.append(_procedural_example(seed, width, height))
-    return tuple(out)
 
 
 # -------------------------------------------------------------------------------------- request schemas
