@@ -10,7 +10,6 @@ corrupt cache is refused instead of trusted. An interrupted `prepare` resumes at
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from smolrgpt.atomic import write_json_atomic
+from smolrgpt.atomic import file_sha256, write_json_atomic
 from smolrgpt.data.sample import Sample
 from smolrgpt.errors import SampleError, SmolRGPTError
 from smolrgpt.processing.images import (ImageDecodeError, depth_normalize, depth_resized, image_size_of,
@@ -51,14 +50,6 @@ def source_fingerprint(path: str | Path) -> dict:
 
 def _settings(processor) -> dict:
     return {"image_size": processor.image_size, "mask_grid_size": processor.mask_grid_size}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _prepare_one(args):
@@ -140,7 +131,7 @@ def build_cache(samples: Iterable[Sample], source: str | Path, processor, out_di
             tmp = out / f".{name}.tmp"
             save_file(tensors, str(tmp), metadata={"samples": json.dumps(samples_meta)})
             os.replace(tmp, out / name)
-            manifest["shards"].append({"file": name, "sha256": _sha256(out / name), "frames": new_frames,
+            manifest["shards"].append({"file": name, "sha256": file_sha256(out / name), "frames": new_frames,
                                        "samples": len(batch)})
             write_json_atomic(manifest_path, manifest, indent=1)
 
@@ -201,7 +192,7 @@ class PreparedCache:
             file = self.folder / shard["file"]
             if not file.is_file():
                 raise CacheError(f"{file} is missing")
-            if verify and _sha256(file) != shard["sha256"]:
+            if verify and file_sha256(file) != shard["sha256"]:
                 raise CacheError(f"{file} is corrupt (checksum mismatch)")
             for key in shard["frames"]:
                 self.frames[key] = i

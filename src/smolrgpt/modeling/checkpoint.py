@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -48,26 +45,19 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
     return model.to(device).eval(), processor
 
 
+def write_checkpoint_files(model, processor, folder: Path, extra_files: dict[str, str] | None = None) -> None:
+    """Model, processor and tokenizer into an existing folder (safetensors only; not atomic by itself)."""
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    for name, text in (extra_files or {}).items():
+        (folder / name).write_text(text)
+
+
 def save_checkpoint(model, processor, path: str | Path, extra_files: dict[str, str] | None = None) -> Path:
-    """Model, processor and tokenizer into one folder (safetensors only), atomically: everything is
-    written to a sibling temporary folder that replaces the target only when complete, so a crash
-    leaves either the old checkpoint or the new one, never half of each."""
-    folder = Path(path)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
-        model.save_pretrained(staging)
-        processor.save_pretrained(staging)
-        for name, text in (extra_files or {}).items():
-            (staging / name).write_text(text)
-        if folder.exists():
-            retired = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, retired)
-            os.replace(staging, folder)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    """Model, processor and tokenizer into one folder, atomically: a crash leaves either the old
+    checkpoint or the new one, never half of each."""
+    from smolrgpt.atomic import staged_folder
+
+    with staged_folder(path) as staging:
+        write_checkpoint_files(model, processor, staging, extra_files)
+    return Path(path)

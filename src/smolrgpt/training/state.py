@@ -2,7 +2,7 @@
 resume needs, written atomically and verified before anything is loaded.
 
 A folder holds:
-  config.json, model.safetensors, processor and tokenizer files   (modeling.checkpoint.save_checkpoint)
+  config.json, model.safetensors, processor and tokenizer files   (modeling.checkpoint.write_checkpoint_files)
   trainer_state.pt    optimizer (keyed by parameter name), scheduler, RNG states, step, epoch, data
                       position: tensors, numbers and strings only, read with torch.load(weights_only=True)
   trainer_state.json  the same counters in readable form
@@ -14,32 +14,23 @@ cut short, a truncated file), is refused with a CheckpointError before any of it
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from smolrgpt.errors import CheckpointError
-from smolrgpt.modeling.checkpoint import save_checkpoint
+from smolrgpt.atomic import file_sha256, staged_folder
+from smolrgpt.modeling.checkpoint import write_checkpoint_files
 
 MANIFEST = "manifest.json"
 TRAINER_STATE = "trainer_state.pt"
 TRAINER_INFO = "trainer_state.json"
 STATE_VERSION = 1
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync(path: Path) -> None:
@@ -54,7 +45,7 @@ def write_manifest(folder: Path) -> dict:
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
         _fsync(path)  # on disk before the manifest vouches for it
-        files[str(path.relative_to(folder))] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+        files[str(path.relative_to(folder))] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
     manifest = {"format": "smolrgpt-training-checkpoint", "version": STATE_VERSION, "files": files}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
     _fsync(folder / MANIFEST)
@@ -82,7 +73,7 @@ def verify_checkpoint(folder: str | Path) -> dict:
         if size != meta["size"]:
             raise CheckpointError(f"checkpoint {folder} is corrupt: {name} has {size} bytes, the manifest "
                                   f"says {meta['size']}")
-        if _sha256(path) != meta["sha256"]:
+        if file_sha256(path) != meta["sha256"]:
             raise CheckpointError(f"checkpoint {folder} is corrupt: {name} does not match its sha256")
     return manifest
 
@@ -91,29 +82,15 @@ def write_checkpoint(folder: str | Path, model, processor, state: dict | None, i
                      model_state: dict | None = None) -> Path:
     """Write one checkpoint atomically. `model_state` (a full state dict) replaces the weights of
     `model` when the live model is sharded (FSDP)."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
-        if model_state is not None:
-            model = _plain_model(model.config, model_state)
-        save_checkpoint(model, processor, staging)
+    if model_state is not None:
+        model = _plain_model(model.config, model_state)
+    with staged_folder(folder) as staging:
+        write_checkpoint_files(model, processor, staging)
         if state is not None:
             torch.save(state, staging / TRAINER_STATE)
         (staging / TRAINER_INFO).write_text(json.dumps(info, indent=1))
         write_manifest(staging)
-        if folder.exists():
-            retired = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            shutil.rmtree(retired, ignore_errors=True)
-            os.replace(folder, retired)
-            os.replace(staging, folder)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return Path(folder)
 
 
 def _plain_model(config, state_dict: dict):
