@@ -16,12 +16,16 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (answers stop at their end)")
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", choices=("fp32", "int8", "bf16", "auto"), default="fp32",
+                   help="fp32 (default), int8 weights (CPU), bf16 (GPU), or auto: the fastest for the device; "
+                        "int8 changes answers, so compare its scores with fp32's before relying on it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _load(args):
     from smolrgpt.data import open_dataset
     from smolrgpt.engine import SmolRGPT
+    from smolrgpt.errors import SmolRGPTError
 
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise SystemExit("--batch-size and --max-new-tokens must be positive")
@@ -30,8 +34,11 @@ def _load(args):
         samples.append(sample)
         if args.limit and len(samples) >= args.limit:
             break
-    engine = SmolRGPT.load(args.model, device=args.device, batch_size=args.batch_size,
-                           max_new_tokens=args.max_new_tokens)
+    try:
+        engine = SmolRGPT.load(args.model, device=args.device, precision=args.precision,
+                               batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    except ValueError as exc:  # a precision the device cannot run
+        raise SmolRGPTError(str(exc)) from None
     return samples, engine
 
 
