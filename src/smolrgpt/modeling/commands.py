@@ -120,30 +120,26 @@ def add_hello_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_hello(args) -> int:
-    """The tiny model, randomly initialised: its summary and one answer (untrained, so gibberish)."""
-    import numpy as np
+    """The tiny model, randomly initialised: its summary and one answer about a generated warehouse
+    frame (untrained, so the answer is noise; `smolrgpt demo`-style training makes it meaningful)."""
     import torch
 
-    from smolrgpt.data.sample import Region, Sample
+    from smolrgpt.engine import SmolRGPT
     from smolrgpt.modeling.config import SmolRGPTConfig
     from smolrgpt.modeling.model import SmolRGPTForConditionalGeneration
     from smolrgpt.processing.processor import SmolRGPTProcessor
     from smolrgpt.processing.tokenizer import build_tiny_tokenizer
+    from smolrgpt.synth.example import example_frame
 
     run_info(argparse.Namespace(preset="smolrgpt-tiny", model=None, json=False))
     torch.manual_seed(args.seed)
     config = SmolRGPTConfig.from_preset("smolrgpt-tiny")
     model = SmolRGPTForConditionalGeneration(config).eval()
-    processor = SmolRGPTProcessor.for_model(build_tiny_tokenizer(), config)
-    rng = np.random.default_rng(args.seed)
-    rgb = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
-    depth = np.tile(np.linspace(0, 255, 640, dtype=np.uint8), (360, 1))
-    question = "How far is the pallet <mask> from the pallet <mask>?"
-    sample = Sample("example", rgb, [(question, None)], [Region("box", [40, 200, 160, 300]),
-                    Region("box", [400, 120, 520, 220])], depth=depth)
-    batch = processor([sample], train=False)
-    tokens = model.generate(**{k: v for k, v in batch.items() if k != "labels"}, max_new_tokens=16,
-                            eos_token_id=processor.eos_token_id, pad_token_id=processor.pad_token_id)
-    print(f"\nQ: {question}\nA (random weights, untrained): {processor.decode(tokens[0])!r}")
+    engine = SmolRGPT(model, SmolRGPTProcessor.for_model(build_tiny_tokenizer(), config), max_new_tokens=24)
+    rgb, depth, question, boxes = example_frame(args.seed)
+    answer = engine.ask(engine.frame(rgb, depth), question, boxes)
+    print(f"\nsynthetic warehouse frame {rgb.shape[1]}x{rgb.shape[0]}, regions (boxes): {boxes}")
+    print(f"Q: {question}\nA (random weights, untrained): {answer.text!r}")
+    print(f"category {answer.category}, normalized answer {answer.normalized_answer!r}")
     sys.stdout.flush()
     return 0

@@ -251,22 +251,10 @@ class Example:
 def _synthetic_example(seed: int, width: int, height: int) -> Example:
     """A frame of the built-in synthetic warehouse generator, with the two most visible pallets as
     suggested regions."""
-    from smolrgpt.synth import writer
-    from smolrgpt.synth.render import render
-    from smolrgpt.synth.scene import generate_scene
+    from smolrgpt.synth.example import example_frame
 
-    scene = generate_scene(np.random.default_rng([seed, 7]), width, height)
-    rendering = render(scene)
-    depth8 = writer.encode_depth(rendering.depth)[0]
-    boxes = []
-    pallets = [o.instance_id for o in scene.objects if o.cls == "pallet"]
-    for iid in sorted(pallets, key=lambda i: -int(rendering.visible_pixels[i]))[:2]:
-        ys, xs = np.nonzero(rendering.instances == iid)
-        if len(xs):
-            boxes.append([int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1])
-    question = "How far is the pallet <mask> from the pallet <mask>?" if len(boxes) == 2 else "Describe the scene."
-    return Example(f"warehouse-{seed}", f"synthetic warehouse {seed}", np.ascontiguousarray(rendering.rgb),
-                   np.ascontiguousarray(depth8), question, boxes)
+    rgb, depth, question, boxes = example_frame(seed, width, height)
+    return Example(f"warehouse-{seed}", f"synthetic warehouse {seed}", rgb, depth, question, boxes)
 
 
 def _procedural_example(seed: int, width: int, height: int) -> Example:
