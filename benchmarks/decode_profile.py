@@ -1,0 +1,98 @@
+"""Where batch-1 decoding time goes: per-token time of the LM forward against its linear layers alone,
+the streaming rate of batch-1 matrix-vector products per weight shape, and (optionally) torch.compile.
+
+    python benchmarks/decode_profile.py --preset smolrgpt-600m [--compile]
+
+Random weights, a StaticCache, fp32. Prints a table, then one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModelForCausalLM, StaticCache
+
+
+def decode_rate(model, config, step, tokens: int = 20, prompt: int = 100) -> tuple[float, float]:
+    """(seconds of the first measured step, steady tokens/s) for `step(token, mask, position, cache)`."""
+    length = prompt + tokens + 8
+    cache = StaticCache(config=config, max_cache_len=length)
+    with torch.no_grad():
+        logits = model(torch.randint(0, 1000, (1, prompt)), cache=cache, use_cache=True).logits
+        token = logits[:, -1].argmax(-1)
+        mask = torch.zeros(1, length, dtype=torch.long)
+        mask[:, :prompt] = 1
+        times = []
+        for i in range(tokens):
+            mask[:, prompt + i] = 1
+            start = time.perf_counter()
+            logits = step(token[:, None], mask, torch.tensor([[prompt + i]]), cache)
+            times.append(time.perf_counter() - start)
+            token = logits[:, -1].argmax(-1)
+    steady = times[len(times) // 2:]
+    return times[0], len(steady) / sum(steady)
+
+
+def gemv_rate(out_features: int, in_features: int, repeats: int = 5) -> float:
+    """GB/s of F.linear on one row with weights that do not stay in cache between calls."""
+    weights = [torch.randn(out_features, in_features) for _ in range(max(2, int(6e8 // (out_features * in_features * 4))))]
+    x = torch.randn(1, in_features)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for w in weights:
+            F.linear(x, w)
+        best = min(best, time.perf_counter() - start)
+    return len(weights) * out_features * in_features * 4 / best / 1e9
+
+
+def main(argv=None) -> int:
+    from smolrgpt.modeling.config import PRESETS
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="smolrgpt-600m", choices=sorted(PRESETS))
+    parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd decode step")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("llama", **PRESETS[args.preset][1])
+    model = AutoModelForCausalLM.from_config(config).eval()
+
+    def step(token, mask, position, cache):
+        return model(token, attention_mask=mask, position_ids=position, cache=cache, use_cache=True).logits
+
+    _, eager = decode_rate(model, config, step)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        start = time.perf_counter()
+        for _ in range(3):
+            for layer in linears:
+                layer(torch.randn(1, 1, layer.in_features))
+        linear_s = (time.perf_counter() - start) / 3
+    weight_gb = sum(m.weight.numel() for m in linears) * 4 / 1e9
+    shapes = sorted({(m.out_features, m.in_features) for m in linears})
+    rates = {f"{o}x{i}": round(gemv_rate(o, i), 1) for o, i in shapes}
+    result = {"preset": args.preset, "threads": torch.get_num_threads(), "decode_tokens_per_s": round(eager, 2),
+              "ms_per_token": round(1000 / eager, 1), "linear_layers_ms_per_token": round(1000 * linear_s, 1),
+              "weight_gb": round(weight_gb, 3), "gemv_gbs_by_shape": rates}
+    if args.compile:
+        start = time.perf_counter()
+        first, compiled = decode_rate(model, config, torch.compile(step, dynamic=False))
+        result.update(compiled_tokens_per_s=round(compiled, 2), compile_s=round(first, 1))
+    print(f"decode of {args.preset}'s LM, batch 1, fp32, {result['threads']} threads")
+    print(f"forward: {result['ms_per_token']} ms/token ({eager:.1f} tokens/s); its linear layers alone: "
+          f"{result['linear_layers_ms_per_token']} ms ({weight_gb:.2f} GB of weights)")
+    print(f"{'weight shape':<14}{'GB/s':>8}")
+    for shape, rate in rates.items():
+        print(f"{shape:<14}{rate:>8}")
+    if args.compile:
+        print(f"torch.compile: {result['compiled_tokens_per_s']} tokens/s after a {result['compile_s']} s first step")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
