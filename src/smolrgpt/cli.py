@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line description). Order is the order shown by --help.
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     except SmolRGPTError as exc:  # expected failures: one clear line, no stack trace
         print(f"smolrgpt {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
