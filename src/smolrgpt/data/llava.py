@@ -57,6 +57,26 @@ def record_id(record: dict, index: int, *, source: str) -> str:
     return str(record["id"])
 
 
+def require_object(record: Any, index: int, source: str) -> None:
+    if not isinstance(record, dict):
+        raise SampleError(f"record is a {type(record).__name__}, not an object", sample_id=f"#{index}", source=source)
+
+
+def record_header(record: Any, index: int, path: str | Path) -> tuple[str, str]:
+    """(source, sample id) of a JSON record that must be an object with an 'id'."""
+    source = record_source(path, index)
+    require_object(record, index, source)
+    return source, record_id(record, index, source=source)
+
+
+def image_field(record: dict, *, sample_id: str, source: str) -> str:
+    """The record's 'image' file name (LLaVA and Track 3)."""
+    image = record.get("image")
+    if not isinstance(image, str) or not image:
+        raise SampleError("missing or invalid 'image' (a file name)", sample_id=sample_id, source=source)
+    return image
+
+
 def default_images_dir(path: Path) -> Path:
     beside = path.parent / "images"
     return beside if beside.is_dir() else path.parent
@@ -65,13 +85,8 @@ def default_images_dir(path: Path) -> Path:
 def llava_record_to_sample(record: Any, index: int, *, path: str | Path, images_dir: str | Path,
                            validate: bool = True) -> Sample:
     """One `chat.json` record -> Sample. Raises SampleError naming the record and the file."""
-    source = record_source(path, index)
-    if not isinstance(record, dict):
-        raise SampleError(f"record is a {type(record).__name__}, not an object", sample_id=f"#{index}", source=source)
-    sample_id = record_id(record, index, source=source)
-    image = record.get("image")
-    if not isinstance(image, str) or not image:
-        raise SampleError("missing or invalid 'image' (a file name)", sample_id=sample_id, source=source)
+    source, sample_id = record_header(record, index, path)
+    image = image_field(record, sample_id=sample_id, source=source)
     turns = llava_turns(record.get("conversations"), sample_id=sample_id, source=source)
     if validate and any(MASK_TAG in q for q, _ in turns):
         raise SampleError(f"question has {MASK_TAG} tags but LLaVA records carry no regions",

@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Literal
 
 from smolrgpt.data.jsonarray import iter_json_array
-from smolrgpt.data.llava import llava_turns, record_source
+from smolrgpt.data.llava import llava_turns, record_source, require_object
 from smolrgpt.data.sample import MASK_TAG, Region, Sample
 from smolrgpt.errors import SampleError
 
@@ -86,8 +86,7 @@ def osd_record_to_sample(record: Any, index: int, *, path: str | Path, images_di
                          validate: bool = True) -> Sample:
     """One OSD record -> Sample. Raises SampleError naming the record and the file."""
     source = record_source(path, index)
-    if not isinstance(record, dict):
-        raise SampleError(f"record is a {type(record).__name__}, not an object", sample_id=f"#{index}", source=source)
+    require_object(record, index, source)
     filename = record.get("filename")
     if not isinstance(filename, str) or not filename:
         raise SampleError("missing or invalid 'filename'", sample_id=f"#{index}", source=source)

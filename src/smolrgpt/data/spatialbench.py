@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Literal
 
 from smolrgpt.data.jsonarray import iter_json_array
-from smolrgpt.data.llava import llava_turns, record_id, record_source
+from smolrgpt.data.llava import llava_turns, record_header
 from smolrgpt.data.osd import merge_region_tags
 from smolrgpt.data.sample import MASK_TAG, Region, Sample
 from smolrgpt.errors import SampleError
@@ -55,10 +55,7 @@ def spatialbench_record_to_sample(record: Any, index: int, *, path: str | Path, 
                                   depths_root: str | Path | None = None,
                                   region_form: RegionForm = "auto") -> Sample:
     """One benchmark record -> Sample. Raises SampleError naming the record and the file."""
-    source = record_source(path, index)
-    if not isinstance(record, dict):
-        raise SampleError(f"record is a {type(record).__name__}, not an object", sample_id=f"#{index}", source=source)
-    sample_id = record_id(record, index, source=source)
+    source, sample_id = record_header(record, index, path)
     image_info = record.get("image_info")
     if not isinstance(image_info, dict) or not isinstance(image_info.get("file_path"), str):
         raise SampleError("'image_info' must be an object with a string 'file_path'", sample_id=sample_id, source=source)

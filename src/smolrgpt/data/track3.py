@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from smolrgpt.data.jsonarray import iter_json_array
-from smolrgpt.data.llava import llava_turns, record_id, record_source
+from smolrgpt.data.llava import image_field, llava_turns, record_header
 from smolrgpt.data.sample import MASK_TAG, Region, Sample
 from smolrgpt.errors import SampleError
 
@@ -70,13 +70,8 @@ def track3_record_to_sample(record: Any, index: int, *, path: str | Path, images
 
     `validate=False` keeps records whose tags and masks disagree (the checker reports those itself).
     """
-    source = record_source(path, index)
-    if not isinstance(record, dict):
-        raise SampleError(f"record is a {type(record).__name__}, not an object", sample_id=f"#{index}", source=source)
-    sample_id = record_id(record, index, source=source)
-    image = record.get("image")
-    if not isinstance(image, str) or not image:
-        raise SampleError("missing or invalid 'image' (a file name)", sample_id=sample_id, source=source)
+    source, sample_id = record_header(record, index, path)
+    image = image_field(record, sample_id=sample_id, source=source)
     turns = llava_turns(record.get("conversations"), sample_id=sample_id, source=source)
     if len(turns) != 1:
         raise SampleError(f"expected one question, got {len(turns)} human turns", sample_id=sample_id, source=source)
