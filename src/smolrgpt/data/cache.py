@@ -27,7 +27,7 @@ from smolrgpt.data.sample import Sample
 from smolrgpt.errors import SampleError, SmolRGPTError
 from smolrgpt.processing.images import (ImageDecodeError, depth_normalize, depth_resized, image_size_of,
                                         rgb_normalize, rgb_resized)
-from smolrgpt.processing.regions import RegionDecodeError
+from smolrgpt.processing.regions import RegionDecodeError, regions_to_grid
 
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"
@@ -38,9 +38,10 @@ class CacheError(SmolRGPTError):
 
 
 def frame_key(sample: Sample) -> str:
-    if not isinstance(sample.image, (str, os.PathLike)):
+    key = sample.frame_key()
+    if key is None:
         raise CacheError(f"sample {sample.id!r}: only frames stored as files can be cached")
-    return f"{Path(sample.image)}|{sample.depth}|{sample.depth_polarity}"
+    return key
 
 
 def source_fingerprint(path: str | Path) -> dict:
@@ -54,7 +55,7 @@ def _settings(processor) -> dict:
 
 def _prepare_one(args):
     """Worker: the cached arrays of one sample (and of its frame when not cached yet)."""
-    sample, need_frame, size, grid, processor_regions = args
+    sample, need_frame, size, grid = args
     try:
         out = {}
         if need_frame:
@@ -62,7 +63,7 @@ def _prepare_one(args):
             if sample.depth is not None:
                 out["depth"] = depth_resized(sample.depth, size, sample.depth_polarity).astype(np.float16)
         if sample.regions:
-            out["masks"] = processor_regions(sample.regions, image_size_of(sample.image), grid).astype(np.float16)
+            out["masks"] = regions_to_grid(sample.regions, image_size_of(sample.image), grid).astype(np.float16)
         return sample.id, out
     except (ImageDecodeError, RegionDecodeError) as exc:
         raise SampleError(str(exc), sample_id=sample.id, source=sample.source) from None
@@ -71,8 +72,6 @@ def _prepare_one(args):
 def build_cache(samples: Iterable[Sample], source: str | Path, processor, out_dir: str | Path,
                 samples_per_shard: int = 512, jobs: int = 1, total: int | None = None, progress: bool = True) -> Path:
     """Write (or resume writing) the cache of a data file's samples."""
-    from smolrgpt.processing.regions import regions_to_grid
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
@@ -111,7 +110,7 @@ def build_cache(samples: Iterable[Sample], source: str | Path, processor, out_di
                 if need:
                     frame_shard[key] = shard_no
                     new_frames.append(key)
-                work.append((s, need, processor.image_size, processor.mask_grid_size, regions_to_grid))
+                work.append((s, need, processor.image_size, processor.mask_grid_size))
             results = pool.imap(_prepare_one, work, chunksize=8) if pool else map(_prepare_one, work)
             tensors, samples_meta = {}, {}
             for s, (sample_id, arrays) in zip(batch, results):

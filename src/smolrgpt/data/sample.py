@@ -6,6 +6,7 @@ them: paths (or arrays) for RGB and depth, the depth polarity of its source, the
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -69,3 +70,11 @@ class Sample:
 
     def num_mask_tags(self) -> int:
         return sum(q.count(MASK_TAG) for q, _ in self.turns)
+
+    def frame_key(self) -> str | None:
+        """What identifies this sample's frame when its image and depth are files: the two paths and
+        the depth polarity. None for frames held in memory."""
+        files = (str, os.PathLike)
+        if not isinstance(self.image, files) or not (self.depth is None or isinstance(self.depth, files)):
+            return None
+        return f"{Path(self.image)}|{self.depth}|{self.depth_polarity}"

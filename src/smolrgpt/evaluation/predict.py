@@ -44,11 +44,9 @@ def read_finished(path: Path) -> dict[str, dict]:
     return done
 
 
-def frame_key(sample: Sample):
-    image, depth = sample.image, sample.depth
-    if isinstance(image, (str, os.PathLike)) and (depth is None or isinstance(depth, (str, os.PathLike))):
-        return (str(image), None if depth is None else str(depth), sample.depth_polarity)
-    return ("object", id(image), id(depth))
+def frame_key(sample: Sample) -> str:
+    """Questions with the same key share one encoded frame: file frames by path, in-memory ones by object."""
+    return sample.frame_key() or f"object:{id(sample.image)}:{id(sample.depth)}"
 
 
 @dataclass
