@@ -26,7 +26,7 @@ def test_interrupted_then_resumed_prediction_equals_one_run(tmp_path, checkpoint
     assert one.answered == 12
     partial = predict(engine, samples, tmp_path / "two", batch_size=4, max_new_tokens=6, progress=False,
                       stop_after_batches=1)
-    assert not (tmp_path / "two" / SUBMISSION).exists()
+    assert partial.answered == 4 and not (tmp_path / "two" / SUBMISSION).exists()
     with open(tmp_path / "two" / PREDICTIONS, "a") as fh:  # a crash in the middle of writing a line
         fh.write('{"id": "torn')
     resumed = predict(engine, samples, tmp_path / "two", batch_size=4, max_new_tokens=6, progress=False)

@@ -102,7 +102,7 @@ def predict(engine, samples: list[Sample], out_dir: str | Path, batch_size: int 
             batches += 1
             if stop_after_batches is not None and batches >= stop_after_batches and start + batch_size < len(ordered):
                 bar.close()
-                return PredictResult(batches, len(samples) - len(todo), out_dir, [])
+                return PredictResult(start + len(chunk), len(samples) - len(todo), out_dir, [])
     bar.close()
     rows = [finished[i] for i in ids]
     write_json_atomic(out_dir / SUBMISSION, [{"id": r["id"], "normalized_answer": r["normalized_answer"]} for r in rows], indent=1)
