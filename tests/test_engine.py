@@ -7,16 +7,12 @@ from smolrgpt.data.sample import Region
 from smolrgpt.engine import Question, SmolRGPT, as_region
 from smolrgpt.errors import SampleError
 
-from conftest import make_frame, make_sample
+from conftest import liven, make_frame, make_sample
 
 
 @pytest.fixture()
 def lively_engine(tiny_model, tiny_processor):
-    with torch.no_grad():  # varied greedy outputs, so that a mix-up between rows would show
-        for p in tiny_model.language_model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.3)
-    return SmolRGPT(tiny_model, tiny_processor, batch_size=3, max_new_tokens=8)
+    return SmolRGPT(liven(tiny_model), tiny_processor, batch_size=3, max_new_tokens=8)
 
 
 def _plain_answer(engine, sample):
@@ -80,12 +76,10 @@ def test_precision_choices(tiny_model, tiny_processor):
         resolve_precision("fp8", "cpu")
     rgb, depth = make_frame(0)
     regions = [[0, 0, 40, 30], [80, 40, 150, 85]]
-    reference = SmolRGPT(tiny_model, tiny_processor, max_new_tokens=6)
-    frame = reference.frame(rgb, depth)
-    logits_fp32 = tiny_model.language_model.lm_head.weight.detach().clone()
+    embedding_fp32 = tiny_model.get_input_embeddings().weight.detach().clone()
     quantized = apply_precision(tiny_model, "int8", "cpu")
     assert type(quantized.language_model.lm_head).__module__.startswith("torch.ao.nn.quantized")
-    assert torch.equal(quantized.get_input_embeddings().weight, logits_fp32)  # embeddings stay float
+    assert torch.equal(quantized.get_input_embeddings().weight, embedding_fp32)  # embeddings stay float
     engine = SmolRGPT(quantized, tiny_processor, max_new_tokens=6)
     answer = engine.ask(engine.frame(rgb, depth), "How far is <mask> from <mask>?", regions, normalize=False)
     assert isinstance(answer.text, str)

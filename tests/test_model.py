@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 import torch
 
@@ -7,7 +6,7 @@ from smolrgpt.modeling.model import InputMismatchError, SmolRGPTForConditionalGe
 from smolrgpt.modeling.region import mask_pool
 from smolrgpt.modeling.stages import parameter_summary, set_trainable
 
-from conftest import make_sample
+from conftest import liven, make_sample
 
 
 def _inputs(batch):
@@ -138,10 +137,7 @@ def test_batched_generation_equals_one_by_one(tiny_model, tiny_processor):
 def test_generation_stops_each_row_at_the_end_token(tiny_model, tiny_processor):
     samples = [make_sample("a", answer=None), make_sample("b", seed=3, answer=None)]
     batch = tiny_processor(samples, train=False)
-    with torch.no_grad():  # a livelier random LM, so that greedy decoding does not repeat one token
-        for p in tiny_model.language_model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.3)
+    liven(tiny_model)  # so that greedy decoding does not repeat one token
     free = tiny_model.generate(**_inputs(batch), max_new_tokens=10)
     # pick as "end token" a token that row 0 emits at step 2 (and not before)
     eos = int(free[0, 2])

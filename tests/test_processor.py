@@ -6,14 +6,14 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from smolrgpt.data.sample import Region, Sample
+from smolrgpt.data.sample import Region
 from smolrgpt.errors import SampleError
 from smolrgpt.processing.images import depth_to_unit, depth_transform, rgb_transform
 from smolrgpt.processing.processor import SmolRGPTProcessor
 from smolrgpt.processing.prompt import IGNORE_INDEX, build_messages, expand_question, render_text
 from smolrgpt.processing.regions import RegionDecodeError, region_to_grid, regions_to_grid
 
-from conftest import make_frame, make_sample
+from conftest import make_sample
 
 TRAIN_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "track3" / "train_sample.json"
 

@@ -25,6 +25,7 @@ from PIL import Image
 def lively_checkpoint() -> Path:
     import torch
 
+    from conftest import liven
     from smolrgpt.modeling.checkpoint import save_checkpoint
     from smolrgpt.modeling.config import SmolRGPTConfig
     from smolrgpt.modeling.model import SmolRGPTForConditionalGeneration
@@ -35,11 +36,7 @@ def lively_checkpoint() -> Path:
     atexit.register(shutil.rmtree, folder, True)
     torch.manual_seed(0)
     config = SmolRGPTConfig.from_preset("smolrgpt-tiny")
-    model = SmolRGPTForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for p in model.language_model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.3)
+    model = liven(SmolRGPTForConditionalGeneration(config).eval())
     return save_checkpoint(model, SmolRGPTProcessor.for_model(build_tiny_tokenizer(), config), folder / "lively")
 
 

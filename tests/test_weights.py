@@ -1,6 +1,5 @@
 """Backbone loading parity: tiny random transformers models saved to folders (and a tiny GGUF written
 here) load through our loaders to identical weights and outputs."""
-import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, SiglipConfig, SiglipModel

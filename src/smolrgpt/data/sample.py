@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 DepthPolarity = Literal["far_bright", "near_bright"]
-ImageLike = Union[str, Path, np.ndarray, "PIL.Image.Image"]  # noqa: F821 (PIL only for typing)
+ImageLike = Union[str, Path, np.ndarray, "Image.Image"]
 
 MASK_TAG = "<mask>"
 CATEGORIES = ("left_right", "count", "distance", "mcq")

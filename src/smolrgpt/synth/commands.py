@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from smolrgpt.atomic import write_bytes_atomic, write_json_atomic
 from smolrgpt.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
@@ -117,14 +118,14 @@ def generate_frame(config: SynthConfig, split: str, frame: int) -> list[dict]:
     records = writer.frame_records(qas, ids, image_name, rendering.instances)
     depth8, near, far = writer.encode_depth(rendering.depth)
     # Textured, noisy RGB barely compresses better at level 6, which costs 2-4x the time of level 1.
-    writer.write_bytes_atomic(root / "images" / image_name, writer.png_bytes(rendering.rgb, compress_level=1))
-    writer.write_bytes_atomic(root / "depths" / depth_name, writer.png_bytes(depth8))
+    write_bytes_atomic(root / "images" / image_name, writer.png_bytes(rendering.rgb, compress_level=1))
+    write_bytes_atomic(root / "depths" / depth_name, writer.png_bytes(depth8))
     if config.instance_maps:
-        writer.write_bytes_atomic(root / "instances" / f"{stem}.png", writer.instance_png(rendering.instances))
+        write_bytes_atomic(root / "instances" / f"{stem}.png", writer.instance_png(rendering.instances))
     meta = writer.scene_metadata(scene, rendering, (near, far), split=split, frame=frame, image_name=image_name,
                                  depth_name=depth_name, qas=qas, ids=ids)
     meta["records"] = records
-    writer.write_json_atomic(scene_path, meta)  # last: its presence marks the frame as complete
+    write_json_atomic(scene_path, meta)  # last: its presence marks the frame as complete
     return records
 
 
@@ -134,7 +135,6 @@ def _frame_job(job):
 
 
 def _check_manifest(config: SynthConfig, force: bool) -> None:
-    from smolrgpt.synth.writer import write_json_atomic
 
     out = Path(config.out)
     if out.exists() and not out.is_dir():
@@ -159,7 +159,7 @@ def generate_dataset(config: SynthConfig, *, workers: int = 1, force: bool = Fal
     """Write the whole data set; return a summary (frames, questions, seconds per split)."""
     from tqdm import tqdm
 
-    from smolrgpt.synth.writer import answer_record, test_record, write_json_atomic
+    from smolrgpt.synth.writer import answer_record, test_record
 
     _check_manifest(config, force)
     out = Path(config.out)

@@ -21,7 +21,6 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from smolrgpt.atomic import write_bytes_atomic, write_json_atomic  # noqa: F401 (used as writer.*)
 from smolrgpt.synth.questions import QA
 from smolrgpt.synth.render import Rendering
 from smolrgpt.synth.scene import BUFFER, PALLET, TRANSPORTER, Scene
