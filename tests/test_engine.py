@@ -92,3 +92,20 @@ def test_question_accepts_every_region_form(lively_engine):
     assert [r.kind for r in q.regions] == ["box", "box"]
     assert lively_engine.ask_batch([q], normalize=False)[0].text == lively_engine.ask(
         frame, "Is <mask> left of <mask>?", [[0, 0, 10, 10], [20, 20, 60, 60]], normalize=False).text
+
+
+def test_regions_after_a_plain_question_encode_only_the_depth(lively_engine, monkeypatch):
+    rgb, depth = make_frame(0)
+    frame = lively_engine.frame(rgb, depth)
+    calls = []
+    original = lively_engine.model.encode_patches
+    monkeypatch.setattr(lively_engine.model, "encode_patches", lambda x: calls.append(x.shape[0]) or original(x))
+    plain = lively_engine.ask(frame, "Describe the scene.", [], normalize=False)
+    with_regions = lively_engine.ask(frame, "Is <mask> left of <mask>?", [[0, 0, 10, 10], [60, 20, 100, 70]],
+                                     normalize=False)
+    assert calls == [1, 1]  # RGB for the first question, then the depth map alone
+    fresh = SmolRGPT(lively_engine.model, lively_engine.processor, max_new_tokens=8)
+    again = fresh.frame(rgb, depth)
+    assert fresh.ask(again, "Describe the scene.", [], normalize=False).text == plain.text
+    assert fresh.ask(again, "Is <mask> left of <mask>?", [[0, 0, 10, 10], [60, 20, 100, 70]],
+                     normalize=False).text == with_regions.text

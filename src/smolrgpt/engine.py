@@ -150,19 +150,17 @@ class SmolRGPT:
             if with_regions and any(f.depth_values is None for f in chunk):
                 missing = next(f.id for f in chunk if f.depth_values is None)
                 raise SampleError("questions with regions need a depth map", sample_id=missing)
-            stacks = [] if not any(f.image_tokens is None for f in chunk) else [f.pixel_values for f in chunk]
-            n_rgb = len(stacks)
-            if with_regions:
-                stacks += [f.depth_values for f in chunk]
+            need_rgb = [f for f in chunk if f.image_tokens is None]
+            need_depth = [f for f in chunk if with_regions and f.depth_tokens is None]
+            stacks = [f.pixel_values for f in need_rgb] + [f.depth_values for f in need_depth]
             with self._timed("vision_s"):
                 patches = self.model.encode_patches(torch.from_numpy(np.stack(stacks)).to(self.device))
-            for i, f in enumerate(chunk):
-                if n_rgb:
-                    f.image_tokens = self.model.rgb_connector(patches[i:i + 1])
-                if with_regions:
-                    f.depth_tokens = self.model.depth_connector(patches[n_rgb + i:n_rgb + i + 1])
-                    f.rgb_map = LazyRefinedMap(self.model.rgb_refiner, f.image_tokens)
-                    f.depth_map = LazyRefinedMap(self.model.depth_refiner, f.depth_tokens)
+            for i, f in enumerate(need_rgb):
+                f.image_tokens = self.model.rgb_connector(patches[i:i + 1])
+            for i, f in enumerate(need_depth, start=len(need_rgb)):
+                f.depth_tokens = self.model.depth_connector(patches[i:i + 1])
+                f.rgb_map = LazyRefinedMap(self.model.rgb_refiner, f.image_tokens)
+                f.depth_map = LazyRefinedMap(self.model.depth_refiner, f.depth_tokens)
 
     def _frame_prefix(self, frame: Frame):
         if frame.prefix is None:
