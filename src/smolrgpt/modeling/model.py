@@ -26,10 +26,6 @@ class FrameFeatures:
     rgb_map: torch.Tensor | None = None  # [B, H, G, G]: refined RGB features (only when regions need them)
     depth_map: torch.Tensor | None = None  # [B, H, G, G]: refined depth features
 
-    def select(self, index: torch.Tensor) -> "FrameFeatures":
-        pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
-        return FrameFeatures(pick(self.image_tokens), pick(self.rgb_map), pick(self.depth_map))
-
 
 class SmolRGPTPreTrainedModel(PreTrainedModel):
     config: SmolRGPTConfig
@@ -207,10 +203,6 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
             do_sample=do_sample, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **sampling, **kwargs,
         )
-
-
-def build_model(config: SmolRGPTConfig) -> SmolRGPTForConditionalGeneration:
-    return SmolRGPTForConditionalGeneration(config)
 
 
 def _register_auto_class() -> None:
