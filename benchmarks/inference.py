@@ -156,6 +156,30 @@ def eval_throughput(engine, folder: Path, frames: int, per_frame: int, tokens: i
     return len(samples) / (time.perf_counter() - start)
 
 
+# Cumulative variants for --ablation: each adds one optimisation to the one before.
+ABLATION = (
+    ("one by one, no reuse", dict(reuse_prefix=False, lazy_refine=False), True),
+    ("+ frame reuse, batching (predict)", dict(reuse_prefix=False, lazy_refine=False), False),
+    ("+ refine under masks only", dict(reuse_prefix=False, lazy_refine=True), False),
+    ("+ prefix KV reuse, static cache", dict(reuse_prefix=True, lazy_refine=True), False),
+)
+
+
+def ablation(args, folder: Path) -> list[dict]:
+    """Evaluation questions/s of each cumulative variant on the same split, with its ratio to the
+    variant before and to the first."""
+    rows = []
+    for label, kwargs, one_by_one in ABLATION:
+        engine = build_engine(args.preset, args.precision, args.device, batch_size=args.batch_size, **kwargs)
+        qps = eval_throughput(engine, folder / f"ablation{len(rows)}", args.eval_frames, args.questions_per_frame,
+                              args.tokens, one_by_one=one_by_one)
+        rows.append({"variant": label, "questions_per_s": round(qps, 3),
+                     "ratio_to_previous": round(qps / rows[-1]["questions_per_s"], 2) if rows else 1.0,
+                     "ratio_to_first": round(qps / rows[0]["questions_per_s"], 2) if rows else 1.0})
+        del engine
+    return rows
+
+
 def run(args) -> dict:
     device = torch.device(args.device)
     torch.set_num_threads(args.threads or torch.get_num_threads())
@@ -205,6 +229,8 @@ def run(args) -> dict:
     if args.eval_frames:
         result["eval_speedup"] = round(result["eval_questions_per_s"] / result["eval_one_by_one_questions_per_s"], 2)
     result["latency_speedup"] = round(result["plain_question_latency_s"] / result["question_latency_s"], 2)
+    if args.ablation:
+        result["ablation"] = ablation(args, folder)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(f"SmolRGPT inference benchmark: {args.preset}, {args.precision}, {device} "
           f"({result['threads']} threads, {result['machine']})")
@@ -220,6 +246,11 @@ def run(args) -> dict:
     if args.eval_frames:
         print(f"evaluation: {result['eval_questions_per_s']:.3f} questions/s through predict vs "
               f"{result['eval_one_by_one_questions_per_s']:.3f} one by one ({result['eval_speedup']:.2f}x)")
+    if args.ablation:
+        print(f"{'evaluation, one optimisation at a time':<40}{'questions/s':>12}{'vs previous':>13}{'vs first':>10}")
+        for row in result["ablation"]:
+            print(f"{row['variant']:<40}{row['questions_per_s']:>12.3f}{row['ratio_to_previous']:>12.2f}x"
+                  f"{row['ratio_to_first']:>9.2f}x")
     print(f"peak RSS {result['peak_rss_mb']:.0f} MB")
     return result
 
@@ -235,6 +266,8 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-frames", type=int, default=3, help="frames of the evaluation split (0: skip)")
     parser.add_argument("--questions-per-frame", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also time the evaluation split with the optimisations added one at a time")
     args = parser.parse_args(argv)
     result = run(args)
     print(json.dumps(result))

@@ -193,3 +193,26 @@ def test_checkpoint_errors(tmp_path):
     (tmp_path / "partial" / "config.json").write_text('{"model_type": "smolrgpt"}')
     with pytest.raises(CheckpointError, match="missing processor_config.json, tokenizer_config.json, model.safetensors"):
         load_checkpoint(tmp_path / "partial")
+
+
+def test_a_random_encoder_starts_from_sincos_positions_and_saved_positions_survive_loading(tiny_config, tmp_path):
+    from smolrgpt.modeling.model import sincos_position_table
+
+    table = sincos_position_table(16, 8)  # a 4x4 grid, 2 channels per sin/cos half
+    assert table.shape == (16, 8)
+    grid = table.reshape(4, 4, 8)
+    assert torch.equal(grid[0, :, :4], grid[3, :, :4])  # first half: the column only
+    assert torch.equal(grid[:, 0, 4:], grid[:, 3, 4:])  # second half: the row only
+    assert torch.allclose(grid[0, 0], torch.tensor([0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="square patch grid"):
+        sincos_position_table(15, 8)
+
+    torch.manual_seed(0)
+    model = SmolRGPTForConditionalGeneration(tiny_config)
+    embeddings = model.vision_tower.embeddings.position_embedding.weight
+    assert torch.equal(embeddings, sincos_position_table(*embeddings.shape))
+    with torch.no_grad():
+        embeddings.add_(0.5)
+    model.save_pretrained(tmp_path)
+    loaded = SmolRGPTForConditionalGeneration.from_pretrained(tmp_path)
+    assert torch.equal(loaded.vision_tower.embeddings.position_embedding.weight, embeddings)

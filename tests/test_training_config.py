@@ -6,7 +6,7 @@ import yaml
 
 from smolrgpt.errors import ConfigError
 from smolrgpt.training.config import load_config, parse_bool
-from test_training_helpers import CONFIGS
+from test_training_helpers import CONFIGS, DEMO_CONFIGS
 
 
 def _write(tmp_path, text: str):
@@ -93,15 +93,17 @@ def test_paper_stage_configs(tmp_path):
         assert c.data.format == fmt and c.logging.wandb is False
 
 
-def test_cpu_configs_load_and_use_the_tiny_model():
+def test_demo_stage_configs_load_and_use_the_tiny_model():
     for stage in (1, 2, 3):
-        c = load_config(CONFIGS / f"cpu-stage{stage}.yaml")
-        assert c.train.stage == stage and c.train.grad_accum == 4
+        c = load_config(DEMO_CONFIGS / f"stage{stage}.yaml")
+        assert c.train.stage == stage and (c.train.batch_size, c.train.grad_accum) == (16, 1)
         assert stage != 1 or c.model.init == "preset:smolrgpt-tiny"
+        # only stage 3 trains the (randomly initialised) vision encoder
+        assert (c.optim.lr.vision_tower > 0) == (stage == 3)
 
 
 def test_resolved_config_round_trips(tmp_path):
-    c = load_config(CONFIGS / "cpu-stage3.yaml", ["train.batch_size=8"])
+    c = load_config(DEMO_CONFIGS / "stage3.yaml", ["train.batch_size=8"])
     again = load_config(_write(tmp_path, c.to_yaml()))
     assert again == c
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from smolrgpt.modeling.checkpoint import load_checkpoint
-from test_training_helpers import (CONFIGS, free_port, quick_overrides, run, run_killed, smolrgpt_cmd, train_losses,
+from test_training_helpers import (DEMO_CONFIGS, free_port, quick_overrides, run, run_killed, smolrgpt_cmd, train_losses,
                                    write_track3_set)
 
 TOLERANCE = 1e-5  # relative, per step
@@ -37,8 +37,8 @@ def _eval(out):
 def test_two_processes_match_one_process(data, tmp_path):
     common = quick_overrides(data, "X", train__batch_size=8, schedule__max_steps=4)
     one, two = tmp_path / "one", tmp_path / "two"
-    run(smolrgpt_cmd("train", str(CONFIGS / "cpu-stage3.yaml"), *common, f"train.output_dir={one}"))
-    proc = run(_torchrun(2, "train", str(CONFIGS / "cpu-stage3.yaml"), *common, f"train.output_dir={two}"))
+    run(smolrgpt_cmd("train", str(DEMO_CONFIGS / "stage3.yaml"), *common, f"train.output_dir={one}"))
+    proc = run(_torchrun(2, "train", str(DEMO_CONFIGS / "stage3.yaml"), *common, f"train.output_dir={two}"))
     assert "= 2 x 2 accumulation x 2 process(es)" in proc.stdout  # micro-batch 2 on each process
     a, b = train_losses(one), train_losses(two)
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
@@ -55,7 +55,7 @@ def test_fsdp_smoke_on_gloo(data, tmp_path):
     out = tmp_path / "fsdp"
     common = quick_overrides(data, out, train__batch_size=8, schedule__max_steps=3, train__distributed="fsdp",
                              checkpoint__save_every=2, train__accuracy_samples=4, train__max_new_tokens=4)
-    run(_torchrun(2, "train", str(CONFIGS / "cpu-stage3.yaml"), *common))
+    run(_torchrun(2, "train", str(DEMO_CONFIGS / "stage3.yaml"), *common))
     losses = train_losses(out)
     assert sorted(losses) == [1, 2, 3] and all(v == v for v in losses.values())
     assert _eval(out)["accuracy"] is not None
@@ -71,7 +71,7 @@ def test_two_processes_resume_exactly_after_a_kill(data, tmp_path, strategy):
     def cmd(out, *extra):
         common = quick_overrides(data, out, train__batch_size=8, schedule__max_steps=8, checkpoint__save_every=3,
                                  train__distributed=strategy)
-        return _torchrun(2, "train", str(CONFIGS / "cpu-stage3.yaml"), *common, *extra)
+        return _torchrun(2, "train", str(DEMO_CONFIGS / "stage3.yaml"), *common, *extra)
 
     full, killed = tmp_path / "full", tmp_path / "killed"
     run(cmd(full))

@@ -1,4 +1,4 @@
-"""End to end on a small synthetic set: `smolrgpt train configs/cpu-stage3.yaml`, captions for stage 1
+"""End to end on a small synthetic set: `smolrgpt train the demo's stage3.yaml`, captions for stage 1
 derived from the scene files, and `smolrgpt curriculum` over the three CPU configs."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 from smolrgpt.cli import main
 from smolrgpt.modeling.checkpoint import load_checkpoint
 from smolrgpt.training.config import load_config
-from test_training_helpers import CONFIGS, write_track3_set
+from test_training_helpers import DEMO_CONFIGS, write_track3_set
 
 HAVE_SYNTH = importlib.util.find_spec("smolrgpt.synth.commands") is not None
 HAVE_EVAL = all(importlib.util.find_spec(m) for m in ("smolrgpt.evaluation.normalize", "smolrgpt.evaluation.score"))
@@ -42,7 +42,7 @@ def _records(out):
 
 def test_train_cpu_stage3_end_to_end(synth, tmp_path):
     out = tmp_path / "stage3"
-    args = ["train", str(CONFIGS / "cpu-stage3.yaml"), "model.init=preset:smolrgpt-tiny",
+    args = ["train", str(DEMO_CONFIGS / "stage3.yaml"), "model.init=preset:smolrgpt-tiny",
             f"data.train={synth / 'train.json'}", f"data.val={synth / 'val.json'}", f"train.output_dir={out}",
             "schedule.max_steps=4", "train.batch_size=8", "train.eval_every=2", "checkpoint.save_every=2",
             "train.accuracy_samples=6", "train.max_new_tokens=8", *FAST]
@@ -54,13 +54,13 @@ def test_train_cpu_stage3_end_to_end(synth, tmp_path):
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     # the resolved config, exactly what ran (overrides included)
     saved = load_config(out / "config.yaml")
-    assert saved == load_config(CONFIGS / "cpu-stage3.yaml", args[2:])
+    assert saved == load_config(DEMO_CONFIGS / "stage3.yaml", args[2:])
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["batch_size"] == 8
     records = _records(out)
     train = [r for r in records if r["type"] == "train"]
     evals = [r for r in records if r["type"] == "eval"]
     assert [r["step"] for r in train] == [1, 2, 3, 4] and [r["step"] for r in evals] == [2, 4]
-    assert set(train[0]["lr"]) == {"connectors", "refiners", "language_model"}
+    assert set(train[0]["lr"]) == {"connectors", "refiners", "language_model", "vision_tower"}
     assert sum(r["samples"] for r in train) == 30 and all(r["tokens"] > 0 and r["loss"] > 0 for r in train)
     if HAVE_EVAL:
         acc = evals[-1]["accuracy"]
@@ -105,7 +105,7 @@ def test_curriculum_runs_the_three_stages_and_skips_finished_ones(synth, tmp_pat
 
     write_captions(synth)
     out = tmp_path / "cpu"
-    args = ["curriculum", "--out", str(out), *(str(CONFIGS / f"cpu-stage{i}.yaml") for i in (1, 2, 3)),
+    args = ["curriculum", "--out", str(out), *(str(DEMO_CONFIGS / f"stage{i}.yaml") for i in (1, 2, 3)),
             f"stage1.data.train={synth / 'captions.json'}", f"stage1.data.val={synth / 'captions_val.json'}",
             f"stage2.data.train={synth / 'train.json'}", f"stage2.data.val={synth / 'val.json'}",
             f"stage3.data.train={synth / 'train.json'}", f"stage3.data.val={synth / 'val.json'}",
@@ -143,8 +143,8 @@ def test_wandb_is_off_by_default_and_a_clear_error_when_missing(tmp_path, monkey
     from smolrgpt.errors import ConfigError
     from smolrgpt.training.monitor import Monitor
 
-    config = load_config(CONFIGS / "cpu-stage3.yaml", ["logging.wandb=yes", "logging.progress=no"])
-    assert load_config(CONFIGS / "cpu-stage3.yaml").logging.wandb is False
+    config = load_config(DEMO_CONFIGS / "stage3.yaml", ["logging.wandb=yes", "logging.progress=no"])
+    assert load_config(DEMO_CONFIGS / "stage3.yaml").logging.wandb is False
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
     with pytest.raises(ConfigError, match="wandb is not installed: `pip install wandb`"):
         Monitor(tmp_path, config.logging, config.to_dict(), True, 10, 0, resumed=False)

@@ -17,6 +17,7 @@ from pycocotools import mask as mask_utils
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
+DEMO_CONFIGS = REPO / "src" / "smolrgpt" / "demo"  # the demo's CPU-sized stage configs
 
 # (category, question, answer, normalized answer); `{k}` makes answers of different lengths.
 _TEMPLATES = [

@@ -126,3 +126,17 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model, tiny_proces
     assert tiny_model.language_model.model.gradient_checkpointing
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_a_positive_vision_lr_trains_the_encoder_in_its_own_group(tiny_model):
+    lr = LearningRates(connectors=1e-4, refiners=2e-4, language_model=3e-5, vision_tower=7e-4)
+    counts = recipe.freeze_for_stage(tiny_model, 2, lr)
+    assert set(counts) == {"vision_tower", *TRAINABLE_MODULES[2]}
+    assert all(p.requires_grad for p in tiny_model.vision_tower.parameters())
+    assert not any(p.requires_grad for p in tiny_model.language_model.parameters())
+    opt = recipe.build_optimizer(tiny_model, 2, OptimSection(lr=lr))
+    vision = [g for g in opt.param_groups if g["name"].startswith("vision_tower/")]
+    assert {g["lr"] for g in vision} == {7e-4}
+    assert sum(p.numel() for g in vision for p in g["params"]) == counts["vision_tower"]
+    # the default (0) keeps the paper's frozen encoder
+    assert "vision_tower" not in recipe.freeze_for_stage(tiny_model, 3, LearningRates())

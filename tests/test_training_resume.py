@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from smolrgpt.cli import main
 from smolrgpt.errors import CheckpointError
 from smolrgpt.training.state import read_state, verify_checkpoint
-from test_training_helpers import (CONFIGS, quick_overrides, run, run_killed, smolrgpt_cmd, train_losses,
+from test_training_helpers import (DEMO_CONFIGS, quick_overrides, run, run_killed, smolrgpt_cmd, train_losses,
                                    write_track3_set)
 
 STEPS = 10
@@ -27,7 +27,7 @@ STEPS = 10
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     data = write_track3_set(root / "data", {"train": 8, "val": 2})
-    config = str(CONFIGS / "cpu-stage3.yaml")
+    config = str(DEMO_CONFIGS / "stage3.yaml")
 
     def overrides(out):
         return quick_overrides(data, out, schedule__max_steps=STEPS, checkpoint__save_every=3,

@@ -13,6 +13,8 @@ import sys
 
 # name -> (module, one-line description). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("smolrgpt.demo.commands", "the main job: synthetic data, 3-stage training, evaluation and report "
+                                       "within a time budget (resumable)"),
     "info": ("smolrgpt.modeling.commands", "print a model preset's parameter counts per module and stage"),
     "init": ("smolrgpt.modeling.commands", "write a randomly initialised (or backbone-initialised) checkpoint"),
     "convert": ("smolrgpt.modeling.commands", "import a checkpoint in the original authors' key layout"),

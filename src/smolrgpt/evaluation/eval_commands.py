@@ -73,13 +73,39 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gallery", type=int, default=4, help="examples per category in the HTML gallery")
 
 
-def run_eval(args) -> int:
-    from smolrgpt.evaluation.commands import format_report, write_chart
+def write_evaluation(samples, rows: list[dict], out: Path, title: str, gallery: int, partial: bool = False,
+                     headline: str = ""):
+    """Score `predict` rows against the samples' answers and write report.txt/json, the confusion tables,
+    scores.png, distance_errors.png and the gallery; `headline` replaces the score table's text. Returns
+    the ScoreReport."""
     from smolrgpt.atomic import write_json_atomic
-    from smolrgpt.evaluation.predict import predict
+    from smolrgpt.evaluation.commands import format_report, write_chart
     from smolrgpt.evaluation.report import (confusion, distance_histogram, format_confusion, pick_examples,
                                             write_gallery)
-    from smolrgpt.evaluation.score import load_records, score_submission
+    from smolrgpt.evaluation.score import score_submission
+
+    predictions = {r["id"]: r for r in rows}
+    gt = [{"id": s.id, "category": s.category, "normalized_answer": s.normalized_answer} for s in samples]
+    report = score_submission(gt, [{"id": r["id"], "normalized_answer": r["normalized_answer"]} for r in rows],
+                              partial=partial)
+    pairs = [(s.category, s.normalized_answer, predictions[s.id]["normalized_answer"]) for s in samples]
+    text = [headline or format_report(report, title=title), "",
+            format_confusion(confusion(pairs, "left_right"), "left_right"), "",
+            format_confusion(confusion(pairs, "mcq"), "mcq")]
+    n_hist = distance_histogram(pairs, out / "distance_errors.png")
+    write_chart(report, out / "scores.png", title=title)
+    page = write_gallery(pick_examples(samples, predictions, gallery), predictions, out, f"SmolRGPT on {title}")
+    (out / "report.txt").write_text("\n".join(text) + "\n")
+    write_json_atomic(out / "report.json", report.to_dict(), indent=1)
+    print("\n".join(text))
+    print(f"\nwrote {out / 'report.txt'}, {out / 'report.json'}, {out / 'scores.png'}, "
+          f"{out / 'distance_errors.png'} ({n_hist} distances), {page}")
+    return report
+
+
+def run_eval(args) -> int:
+    from smolrgpt.evaluation.predict import predict
+    from smolrgpt.evaluation.score import load_records
     from smolrgpt.errors import SmolRGPTError
 
     out = Path(args.out)
@@ -96,21 +122,5 @@ def run_eval(args) -> int:
                             "pass --gt with the answers, or use `smolrgpt predict`")
     result = predict(engine, samples, out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                      progress=not args.no_progress)
-    predictions = {r["id"]: r for r in result.rows}
-    gt = [{"id": s.id, "category": s.category, "normalized_answer": s.normalized_answer} for s in samples]
-    report = score_submission(gt, [{"id": r["id"], "normalized_answer": r["normalized_answer"]} for r in result.rows],
-                              partial=bool(args.limit))
-    rows = [(s.category, s.normalized_answer, predictions[s.id]["normalized_answer"]) for s in samples]
-    text = [format_report(report, title=Path(args.data).name), "",
-            format_confusion(confusion(rows, "left_right"), "left_right"), "",
-            format_confusion(confusion(rows, "mcq"), "mcq")]
-    n_hist = distance_histogram(rows, out / "distance_errors.png")
-    write_chart(report, out / "scores.png", title=Path(args.data).name)
-    gallery = write_gallery(pick_examples(samples, predictions, args.gallery), predictions, out,
-                            f"SmolRGPT on {Path(args.data).name}")
-    (out / "report.txt").write_text("\n".join(text) + "\n")
-    write_json_atomic(out / "report.json", report.to_dict(), indent=1)
-    print("\n".join(text))
-    print(f"\nwrote {out / 'report.txt'}, {out / 'report.json'}, {out / 'scores.png'}, "
-          f"{out / 'distance_errors.png'} ({n_hist} distances), {gallery}")
+    write_evaluation(samples, result.rows, out, Path(args.data).name, args.gallery, partial=bool(args.limit))
     return 0

@@ -1,4 +1,5 @@
-"""Evaluation reports: confusion tables, the distance error histogram and an HTML gallery of examples."""
+"""Evaluation reports: confusion tables, the distance error histogram and a gallery of examples (an HTML
+page and one PNG sheet)."""
 from __future__ import annotations
 
 import html
@@ -107,4 +108,38 @@ def write_gallery(samples: list[Sample], predictions: dict[str, dict], out_dir: 
             "</style><h1>" + html.escape(title) + "</h1><p>Regions are numbered as in the question: the k-th "
             "&lt;mask&gt; is region k.</p><table>" + "".join(rows) + "</table>")
     (folder / "index.html").write_text(page)
+    write_gallery_sheet(samples, predictions, [folder / f"{i:03d}.png" for i in range(len(samples))],
+                        folder / "gallery.png")
     return folder / "index.html"
+
+
+def write_gallery_sheet(samples: list[Sample], predictions: dict[str, dict], images: list[Path], path: Path,
+                        columns: int = 2) -> Path | None:
+    """The gallery as one PNG: each overlay with its question, the model's answer and the truth."""
+    import textwrap
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    if not samples:
+        return None
+    rows = -(-len(samples) // columns)
+    figure = Figure(figsize=(8.0 * columns, 4.2 * rows), dpi=80)
+    FigureCanvasAgg(figure)
+    for i, (s, image) in enumerate(zip(samples, images)):
+        p = predictions[s.id]
+        ok = is_correct(s.category, s.normalized_answer, p["normalized_answer"])
+        axes = figure.add_subplot(rows, columns * 2, 2 * i + 1)
+        axes.imshow(Image.open(image))
+        axes.axis("off")
+        text = figure.add_subplot(rows, columns * 2, 2 * i + 2)
+        text.axis("off")
+        wrap = lambda t: "\n".join(textwrap.wrap(str(t), 48)[:4])  # noqa: E731
+        text.text(0, 1, f"{s.category} {'(correct)' if ok else '(wrong)'}\nQ: {wrap(s.turns[-1][0])}\n\n"
+                        f"model: {wrap(p['answer'])}\n-> {p['normalized_answer']}\n\n"
+                        f"truth: {s.normalized_answer}", va="top", fontsize=9, family="monospace",
+                  color="#2d6a3e" if ok else "#9b2c2c")
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    return path

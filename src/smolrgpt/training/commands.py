@@ -13,7 +13,7 @@ _STAGE_PREFIX = re.compile(r"^stage(\d+)\.(.+)$")
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.usage = "smolrgpt train [--resume] [--print-config] CONFIG [KEY=VALUE ...]"
-    p.add_argument("config", help="stage config (YAML), e.g. configs/stage3.yaml or configs/cpu-stage3.yaml")
+    p.add_argument("config", help="stage config (YAML), e.g. configs/stage3.yaml or src/smolrgpt/demo/stage3.yaml")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="settings to override, e.g. data.train=/data/train.json train.batch_size=56")
     p.add_argument("--resume", action="store_true",
@@ -66,8 +66,8 @@ def _is_main_process() -> bool:
 def add_curriculum_arguments(p: argparse.ArgumentParser) -> None:
     p.usage = "smolrgpt curriculum --out DIR [--init-from best|last] CONFIG [CONFIG ...] [KEY=VALUE ...]"
     p.add_argument("items", nargs="+", metavar="CONFIG_OR_KEY=VALUE",
-                   help="the stage configs in order (e.g. configs/cpu-stage1.yaml configs/cpu-stage2.yaml "
-                        "configs/cpu-stage3.yaml), then overrides: KEY=VALUE for every stage, "
+                   help="the stage configs in order (e.g. configs/stage1.yaml configs/stage2.yaml "
+                        "configs/stage3.yaml), then overrides: KEY=VALUE for every stage, "
                         "stageN.KEY=VALUE for the N-th config only")
     p.add_argument("--out", required=True, help="run folder: stage N writes to OUT/stageN")
     p.add_argument("--init-from", choices=("best", "last"), default="best",

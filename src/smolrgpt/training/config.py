@@ -64,6 +64,7 @@ class LearningRates:
     connectors: float = 1e-4
     refiners: float = 1e-4
     language_model: float = 5e-5
+    vision_tower: float = 0.0  # 0 keeps the encoder frozen (the paper); > 0 trains it in every stage
 
 
 @dataclass
@@ -201,7 +202,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported field type {tp!r}")  # pragma: no cover - programming error
 
 
-def _build(cls, raw: Any, prefix: str):
+def build_dataclass(cls, raw: Any, prefix: str = ""):
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -218,15 +219,15 @@ def _build(cls, raw: Any, prefix: str):
             continue
         tp, key = hints[name], f"{prefix}{name}"
         if dataclasses.is_dataclass(tp):
-            values[name] = _build(tp, raw[name], key + ".")
+            values[name] = build_dataclass(tp, raw[name], key + ".")
         else:
             values[name] = _coerce(raw[name], tp, key)
     return cls(**values)
 
 
-def _field_type(path: list[str]):
+def _field_type(path: list[str], root=None):
     """The declared type of a dotted key; an error naming the first unknown part."""
-    cls, prefix, tp = TrainingConfig, "", None
+    cls, prefix, tp = root or TrainingConfig, "", None
     for i, part in enumerate(path):
         hints = typing.get_type_hints(cls)
         if part not in hints:
@@ -240,15 +241,16 @@ def _field_type(path: list[str]):
     return tp
 
 
-def apply_override(raw: dict, text: str) -> None:
-    """One `section.key=value` into the raw (not yet validated) settings tree."""
+def apply_override(raw: dict, text: str, root=None) -> None:
+    """One `section.key=value` into the raw (not yet validated) settings tree of `root` (a dataclass;
+    default TrainingConfig)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form section.key=value")
     key, value = text.split("=", 1)
     path = [p for p in key.strip().split(".")]
     if not all(path):
         raise ConfigError(f"override {text!r} has an empty key part")
-    if dataclasses.is_dataclass(_field_type(path)):
+    if dataclasses.is_dataclass(_field_type(path, root)):
         raise ConfigError(f"{key} is a section; set its keys one by one ({key}.NAME=VALUE)")
     node = raw
     for part in path[:-1]:
@@ -321,7 +323,7 @@ def config_from_dict(raw: dict, overrides: list[str] = ()) -> TrainingConfig:
     raw = copy.deepcopy(raw)
     for text in overrides:
         apply_override(raw, text)
-    return validate(_build(TrainingConfig, raw, ""))
+    return validate(build_dataclass(TrainingConfig, raw))
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainingConfig:

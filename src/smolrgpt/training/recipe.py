@@ -1,7 +1,8 @@
 """The training recipe of one curriculum stage: what trains, at which learning rate, on which schedule,
 and how the loss is counted.
 
-- Freezing follows `modeling.stages.TRAINABLE_MODULES` (the vision encoder never trains).
+- Freezing follows `modeling.stages.TRAINABLE_MODULES` (the paper never trains the vision encoder); a
+  positive `optim.lr.vision_tower` adds the encoder, for models whose encoder starts from random weights.
 - Parameter groups: one per trained module and per decay kind; the learning rate comes from the module's
   family (connectors / refiners / language model). AdamW decays matrices only: biases and norm weights
   (every parameter with fewer than 2 dimensions) get weight decay 0, as decaying a LayerNorm's scale
@@ -34,28 +35,41 @@ MODULE_FAMILY = {
     "rgb_refiner": "refiners",
     "depth_refiner": "refiners",
     "language_model": "language_model",
+    "vision_tower": "vision_tower",
 }
 
 
-def freeze_for_stage(model: nn.Module, stage: int) -> dict[str, int]:
+def trained_modules(stage: int, lr=None) -> tuple[str, ...]:
+    """The stage's modules, plus the vision encoder when `lr.vision_tower` is positive."""
+    names = TRAINABLE_MODULES[stage]
+    if lr is not None and getattr(lr, "vision_tower", 0.0) > 0:
+        names = ("vision_tower",) + names
+    return names
+
+
+def freeze_for_stage(model: nn.Module, stage: int, lr=None) -> dict[str, int]:
     """Apply the stage's freezing; returns trainable parameters per top-level module."""
     set_trainable(model, stage)
+    names = trained_modules(stage, lr)
+    for name in names:
+        getattr(model, name).requires_grad_(True)
     counts = {}
-    for name in TRAINABLE_MODULES[stage]:
+    for name in names:
         unique = {id(p): p for p in getattr(model, name).parameters() if p.requires_grad}
         counts[name] = sum(p.numel() for p in unique.values())
     return counts
 
 
 def parameter_groups(model: nn.Module, stage: int, lr, weight_decay: float) -> list[dict]:
-    """AdamW groups for the stage's trainable modules. `lr` has connectors/refiners/language_model.
+    """AdamW groups for the stage's trainable modules. `lr` has connectors/refiners/language_model
+    (and vision_tower).
 
     Tied parameters (the LM's embedding and head) appear once. Each group carries a `name` so logs and
     tests can tell them apart.
     """
     seen: set[int] = set()
     groups = []
-    for module_name in TRAINABLE_MODULES[stage]:
+    for module_name in trained_modules(stage, lr):
         family = MODULE_FAMILY[module_name]
         peak = float(getattr(lr, family))
         decay, no_decay = [], []

@@ -138,7 +138,7 @@ class Trainer:
         val_cache = d.val_cache if d.val else d.train_cache
         self.val_cache = open_cache(val_cache, processor, d.val or d.train, self.val_samples) \
             if self.val_samples else None
-        self.trainable = recipe.freeze_for_stage(model, cfg.train.stage)
+        self.trainable = recipe.freeze_for_stage(model, cfg.train.stage, cfg.optim.lr)
         if cfg.model.gradient_checkpointing:
             recipe.enable_activation_checkpointing(model)
         model.to(self.device)
@@ -338,6 +338,30 @@ class Trainer:
             (self.out / DONE).write_text(json.dumps(summary, indent=1))
         D.barrier()
         return summary
+
+
+def seconds_per_step(config: TrainingConfig, steps: int = 12, warmup: int = 2,
+                     max_seconds: float | None = None) -> float:
+    """Mean wall time of one optimizer step of this config: its own data, model and batch plan (the
+    first batches of its first epoch; fewer once `max_seconds` have passed, two at least). Trains a throwaway copy in `train.output_dir`,
+    which should be a scratch folder; no checkpoint is written. Used to size a stage to a time budget."""
+    trainer = Trainer(config)
+    trainer.setup()
+    dataset = PreparedDataset(trainer.train_samples, trainer.processor, train=True, cache=trainer.train_cache)
+    collate = lambda items: trainer.processor.collate(items, "right")  # noqa: E731
+    plan = trainer.plan.steps(trainer.lengths, 0)[: warmup + steps]
+    batches, per_step = epoch_loader(dataset, trainer.plan, plan, 0, collate, 0)
+    trainer._set_modes(True)
+    times = []
+    start = time.perf_counter()
+    for count in per_step:
+        t0 = time.perf_counter()
+        trainer._train_step([next(batches) for _ in range(count)])
+        times.append(time.perf_counter() - t0)
+        if max_seconds is not None and len(times) >= warmup + 2 and t0 - start > max_seconds:
+            break
+    trainer.monitor.close(False)
+    return float(np.mean(times[warmup:] or times))
 
 
 def train(config: TrainingConfig, resume: bool = False, keep_process_group: bool = False) -> dict:
