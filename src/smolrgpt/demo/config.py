@@ -3,12 +3,11 @@ validated like the training configs (unknown keys and malformed values are error
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from smolrgpt.errors import ConfigError
-from smolrgpt.training.config import apply_override, build_dataclass, read_yaml
+from smolrgpt.training.config import SettingsFile, apply_override, build_dataclass, read_yaml
 
 PACKAGED = Path(__file__).with_name("demo.yaml")
 STAGE_CONFIGS = tuple(Path(__file__).with_name(f"stage{i}.yaml") for i in (1, 2, 3))
@@ -50,19 +49,11 @@ class DemoEval:
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(SettingsFile):
     data: DemoData = field(default_factory=DemoData)
     budget: DemoBudget = field(default_factory=DemoBudget)
     model: DemoModel = field(default_factory=DemoModel)
     eval: DemoEval = field(default_factory=DemoEval)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        import yaml
-
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def train_frames(self) -> int:
         return max(self.data.min_train_frames, round(self.data.train_frames_per_minute * self.budget.minutes))

@@ -125,21 +125,22 @@ def write_gallery_sheet(samples: list[Sample], predictions: dict[str, dict], ima
     if not samples:
         return None
     rows = -(-len(samples) // columns)
-    figure = Figure(figsize=(8.0 * columns, 4.2 * rows), dpi=80)
+    figure = Figure(figsize=(11.0 * columns, 3.6 * rows), dpi=80)
     FigureCanvasAgg(figure)
+    grid = figure.add_gridspec(rows, columns * 2, width_ratios=[6, 5] * columns, wspace=0.03, hspace=0.08)
     for i, (s, image) in enumerate(zip(samples, images)):
         p = predictions[s.id]
         ok = is_correct(s.category, s.normalized_answer, p["normalized_answer"])
-        axes = figure.add_subplot(rows, columns * 2, 2 * i + 1)
+        row, col = divmod(i, columns)
+        axes = figure.add_subplot(grid[row, 2 * col])
         axes.imshow(Image.open(image))
         axes.axis("off")
-        text = figure.add_subplot(rows, columns * 2, 2 * i + 2)
+        text = figure.add_subplot(grid[row, 2 * col + 1])
         text.axis("off")
-        wrap = lambda t: "\n".join(textwrap.wrap(str(t), 48)[:4])  # noqa: E731
+        wrap = lambda t: "\n".join(textwrap.wrap(str(t), 46)[:4])  # noqa: E731
         text.text(0, 1, f"{s.category} {'(correct)' if ok else '(wrong)'}\nQ: {wrap(s.turns[-1][0])}\n\n"
                         f"model: {wrap(p['answer'])}\n-> {p['normalized_answer']}\n\n"
                         f"truth: {s.normalized_answer}", va="top", fontsize=9, family="monospace",
                   color="#2d6a3e" if ok else "#9b2c2c")
-    figure.tight_layout()
-    figure.savefig(path, format="png")
+    figure.savefig(path, format="png", bbox_inches="tight")
     return path

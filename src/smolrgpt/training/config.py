@@ -122,15 +122,8 @@ class LoggingSection:
     plot: bool = True
 
 
-@dataclass
-class TrainingConfig:
-    model: ModelSection = field(default_factory=ModelSection)
-    data: DataSection = field(default_factory=DataSection)
-    optim: OptimSection = field(default_factory=OptimSection)
-    schedule: ScheduleSection = field(default_factory=ScheduleSection)
-    train: TrainSection = field(default_factory=TrainSection)
-    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
-    logging: LoggingSection = field(default_factory=LoggingSection)
+class SettingsFile:
+    """What a settings dataclass saved next to a run's outputs needs: a plain dict and its YAML."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -139,6 +132,17 @@ class TrainingConfig:
         import yaml
 
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+@dataclass
+class TrainingConfig(SettingsFile):
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
 
 
 # --------------------------------------------------------------------------- value conversion
