@@ -69,7 +69,7 @@ def _add_prepare_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run_prepare(args: argparse.Namespace) -> int:
     from smolrgpt.data import open_dataset
-    from smolrgpt.data.cache import build_cache
+    from smolrgpt.data.cache import build_cache, preset_settings
     from smolrgpt.errors import ConfigError
     from smolrgpt.processing.processor import SmolRGPTProcessor
 
@@ -78,13 +78,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
     if args.model:
         processor = SmolRGPTProcessor.from_pretrained(args.model)
     else:
-        from smolrgpt.modeling.config import SmolRGPTConfig
-
-        from types import SimpleNamespace
-
-        config = SmolRGPTConfig.from_preset(args.preset)
-        # the cache needs the visual settings only, not a tokenizer
-        processor = SimpleNamespace(image_size=config.vision_config.image_size, mask_grid_size=config.mask_grid)
+        processor = preset_settings(args.preset)
     samples = open_dataset(args.file, args.format, images_root=args.images_root, depths_root=args.depths_root)
     out = build_cache(samples, args.file, processor, args.out, samples_per_shard=args.samples_per_shard,
                       jobs=args.jobs, progress=not args.no_progress)

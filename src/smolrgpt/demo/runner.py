@@ -111,19 +111,12 @@ class Demo:
         return {"files": {k: str(v) for k, v in written.items()}}
 
     def make_caches(self) -> dict:
-        from types import SimpleNamespace
-
         from smolrgpt.data import open_dataset
-        from smolrgpt.data.cache import build_cache
-        from smolrgpt.modeling.config import SmolRGPTConfig
+        from smolrgpt.data.cache import build_cache, preset_settings
 
-        preset = self.config.model.init.split(":", 1)[1] if self.config.model.init.startswith("preset:") else None
-        if preset is None:
+        if not self.config.model.init.startswith("preset:"):
             raise ConfigError("model.init: the demo starts from a preset (preset:NAME)")
-        model_config = SmolRGPTConfig.from_preset(preset)
-        # The cache needs the visual settings only (image size, mask grid), not a tokenizer.
-        settings = SimpleNamespace(image_size=model_config.vision_config.image_size,
-                                   mask_grid_size=model_config.mask_grid)
+        settings = preset_settings(self.config.model.init.split(":", 1)[1])
         for name, fmt in (("train.json", "track3"), ("val.json", "track3"), ("captions.json", "llava"),
                           ("captions_val.json", "llava")):
             source = self.data_dir / name
@@ -132,7 +125,10 @@ class Demo:
         return {}
 
     # -- training ------------------------------------------------------------------------------------
-    def stage_config(self, stage: int, output_dir: Path, max_steps: int | None = None, extra: list[str] = ()):
+    def stage_config(self, stage: int, output_dir: Path, max_steps: int | None = None, extra: list[str] = (),
+                     from_start: bool = False):
+        """Stage `stage`'s training config in this run; `from_start` starts it from the initial model
+        (not the previous stage's checkpoint), for timing steps before anything is trained."""
         from smolrgpt.training.config import load_config
 
         train_file, val_file, fmt = STAGE_DATA[stage]
@@ -140,7 +136,7 @@ class Demo:
                      f"data.format={fmt}", f"data.train_cache={self.cache_dir / Path(train_file).stem}",
                      f"data.val_cache={self.cache_dir / Path(val_file).stem}", f"train.output_dir={output_dir}",
                      f"logging.progress={self.progress}"]
-        if stage == 1:
+        if stage == 1 or from_start:
             overrides.append(f"model.init={self.config.model.init}")
             if self.config.model.language:
                 overrides.append(f"model.language={self.config.model.language}")
@@ -161,11 +157,9 @@ class Demo:
         measured = {}
         with tempfile.TemporaryDirectory(prefix="smolrgpt-demo-plan-") as scratch:
             for stage in (1, 2, 3):
-                config = self.stage_config(stage, Path(scratch) / f"stage{stage}",
-                                           extra=["model.init=" + self.config.model.init, "logging.progress=false",
-                                                  "logging.tensorboard=false", "logging.plot=false"]
-                                           + ([f"model.language={self.config.model.language}"]
-                                              if self.config.model.language and stage > 1 else []))
+                config = self.stage_config(stage, Path(scratch) / f"stage{stage}", from_start=True,
+                                           extra=["logging.progress=false", "logging.tensorboard=false",
+                                                  "logging.plot=false"])
                 # at most ~2% of the budget per stage on timing (a larger model takes seconds per step)
                 measured[stage] = seconds_per_step(config, max_seconds=b.minutes * 60 * 0.02)
                 say(f"plan: stage {stage} takes {measured[stage]:.3f} s per step on this machine")

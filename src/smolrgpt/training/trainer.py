@@ -286,6 +286,12 @@ class Trainer:
         D.barrier()
 
     # -- the loop --------------------------------------------------------------------------------------
+    def training_batches(self, steps: list[np.ndarray], num_workers: int):
+        """(this rank's micro-batches, micro-batches per step) of the given optimizer steps."""
+        dataset = PreparedDataset(self.train_samples, self.processor, train=True, cache=self.train_cache)
+        collate = lambda items: self.processor.collate(items, "right")  # noqa: E731
+        return epoch_loader(dataset, self.plan, steps, self.world.rank, collate, num_workers)
+
     def fit(self) -> dict:
         self.setup()
         cfg, world = self.cfg, self.world
@@ -295,15 +301,13 @@ class Trainer:
                   f"effective batch {cfg.train.batch_size} = {self.plan.micro_batch} x {cfg.train.grad_accum} "
                   f"accumulation x {world.size} process(es), device {self.device}, "
                   f"{'bf16 autocast' if self.amp else 'fp32'}; trainable {self.trainable}", flush=True)
-        dataset = PreparedDataset(self.train_samples, self.processor, train=True, cache=self.train_cache)
-        collate = lambda items: self.processor.collate(items, "right")  # noqa: E731
         self._set_modes(True)
         last_eval = None
         t_start = time.perf_counter()
         while self.step < self.total_steps:
             steps = self.plan.steps(self.lengths, self.epoch)[self.step_in_epoch:]
             steps = steps[: self.total_steps - self.step]
-            batches, per_step = epoch_loader(dataset, self.plan, steps, world.rank, collate, cfg.data.num_workers)
+            batches, per_step = self.training_batches(steps, cfg.data.num_workers)
             for count in per_step:
                 t0 = time.perf_counter()
                 micro = [next(batches) for _ in range(count)]
@@ -343,14 +347,12 @@ class Trainer:
 def seconds_per_step(config: TrainingConfig, steps: int = 12, warmup: int = 2,
                      max_seconds: float | None = None) -> float:
     """Mean wall time of one optimizer step of this config: its own data, model and batch plan (the
-    first batches of its first epoch; fewer once `max_seconds` have passed, two at least). Trains a throwaway copy in `train.output_dir`,
-    which should be a scratch folder; no checkpoint is written. Used to size a stage to a time budget."""
+    first batches of its first epoch; fewer once `max_seconds` have passed, two at least). Trains a
+    throwaway copy in `train.output_dir`, which should be a scratch folder; no checkpoint is written.
+    Used to size a stage to a time budget."""
     trainer = Trainer(config)
     trainer.setup()
-    dataset = PreparedDataset(trainer.train_samples, trainer.processor, train=True, cache=trainer.train_cache)
-    collate = lambda items: trainer.processor.collate(items, "right")  # noqa: E731
-    plan = trainer.plan.steps(trainer.lengths, 0)[: warmup + steps]
-    batches, per_step = epoch_loader(dataset, trainer.plan, plan, 0, collate, 0)
+    batches, per_step = trainer.training_batches(trainer.plan.steps(trainer.lengths, 0)[: warmup + steps], 0)
     trainer._set_modes(True)
     times = []
     start = time.perf_counter()
