@@ -346,13 +346,15 @@ class Trainer:
 
 def seconds_per_step(config: TrainingConfig, steps: int = 12, warmup: int = 2,
                      max_seconds: float | None = None) -> float:
-    """Mean wall time of one optimizer step of this config: its own data, model and batch plan (the
-    first batches of its first epoch; fewer once `max_seconds` have passed, two at least). Trains a
-    throwaway copy in `train.output_dir`, which should be a scratch folder; no checkpoint is written.
-    Used to size a stage to a time budget."""
+    """Mean wall time of one optimizer step of this config: its own data, model and batch plan (steps
+    spread evenly over its first epoch, since length grouping makes neighbouring batches alike; fewer
+    once `max_seconds` have passed, two at least). Trains a throwaway copy in `train.output_dir`, which
+    should be a scratch folder; no checkpoint is written. Used to size a stage to a time budget."""
     trainer = Trainer(config)
     trainer.setup()
-    batches, per_step = trainer.training_batches(trainer.plan.steps(trainer.lengths, 0)[: warmup + steps], 0)
+    epoch = trainer.plan.steps(trainer.lengths, 0)
+    stride = max(1, len(epoch) // (warmup + steps))
+    batches, per_step = trainer.training_batches(epoch[::stride][: warmup + steps], 0)
     trainer._set_modes(True)
     times = []
     start = time.perf_counter()

@@ -1,0 +1,115 @@
+"""Can the language model learn a question category when the region vectors are perfect?
+
+Trains the demo's stage 3 on one category of a finished `smolrgpt demo` folder, with the pooled region
+vectors either as the model computes them (`--oracle none`) or replaced by an oracle code of each mask's
+true image x (`x`), optionally with a one-hot of the mask's 0-based index in the question (`x+index`). It
+prints the validation accuracy at each evaluation. A language model that stays at chance even with oracle
+vectors says the bottleneck is the language model (from-scratch start, size, samples seen), not the
+visual features.
+
+    python benchmarks/oracle_regions.py --demo runs/demo --out runs/oracle --category left_right \
+        --oracle x+index --steps 600 optim.lr.language_model=3e-3
+
+Extra KEY=VALUE arguments are training-config overrides (as for `smolrgpt train`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ORACLES = ("none", "x", "x+index")
+X_FREQUENCIES = 8  # sin/cos pairs of the centroid x: 16 channels
+MAX_INDEX = 16
+
+
+def oracle_region_vectors(mode: str):
+    """A replacement for `SmolRGPTForConditionalGeneration.region_vectors` (patched on the class only in this
+    diagnostic process: the library has no hook for it on purpose, since answers must come from the model)."""
+
+    def region_vectors(self, frames, masks, sample_index):
+        grid = masks.shape[-1]
+        area = masks.sum((1, 2)).clamp_min(1e-6)
+        x = (masks.sum(1) * torch.arange(grid, dtype=masks.dtype)).sum(1) / area / grid
+        angles = x[:, None] * torch.arange(1, X_FREQUENCIES + 1, dtype=x.dtype) * math.pi
+        vectors = torch.zeros(len(x), self.config.text_config.hidden_size, dtype=x.dtype)
+        vectors[:, :2 * X_FREQUENCIES] = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+        if mode == "x+index":
+            starts = torch.cat([torch.ones(1, dtype=torch.bool), sample_index[1:] != sample_index[:-1]])
+            positions = torch.arange(len(x))
+            index = positions - torch.cummax(torch.where(starts, positions, 0), 0).values
+            vectors[positions, 2 * X_FREQUENCIES + index.clamp_max(MAX_INDEX - 1)] = 1.0
+        table = self.get_input_embeddings().weight
+        # The mask tokens' own embeddings mark the positions as regions (the spliced vectors replace them).
+        return (vectors + table[self.config.mask_rgb_token_id], vectors + table[self.config.mask_depth_token_id])
+
+    return region_vectors
+
+
+def write_split(demo: Path, out: Path, split: str, category: str) -> int:
+    """OUT/split.json with one category's questions; OUT/split links to the demo's frames (Track 3 layout)."""
+    records = [r for r in json.loads((demo / "data" / f"{split}.json").read_text()) if r.get("category") == category]
+    if not records:
+        raise SystemExit(f"{demo / 'data' / f'{split}.json'}: no {category!r} questions")
+    (out / f"{split}.json").write_text(json.dumps(records))
+    link = out / split
+    if not link.exists():
+        link.symlink_to((demo / "data" / split).resolve(), target_is_directory=True)
+    return len(records)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo", required=True, type=Path, help="a finished `smolrgpt demo` folder")
+    parser.add_argument("--out", required=True, type=Path, help="folder for the filtered split and the run")
+    parser.add_argument("--category", default="left_right")
+    parser.add_argument("--oracle", choices=ORACLES, default="x")
+    parser.add_argument("--init", default=None, help="starting checkpoint (default: the demo's stage-1 best)")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--eval-every", type=int, default=150)
+    args, overrides = parser.parse_known_args(argv)
+    from smolrgpt.cli import main as cli
+    from smolrgpt.data import open_dataset
+    from smolrgpt.data.cache import build_cache, preset_settings
+    from smolrgpt.modeling import model as modeling
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    sizes = {split: write_split(args.demo, args.out, split, args.category) for split in ("train", "val")}
+    for split in sizes:
+        source = args.out / f"{split}.json"
+        build_cache(open_dataset(source, "track3"), source, preset_settings("smolrgpt-tiny"),
+                    args.out / f"cache_{split}", progress=False)
+    if args.oracle != "none":
+        modeling.SmolRGPTForConditionalGeneration.region_vectors = oracle_region_vectors(args.oracle)
+    run = args.out / f"run_{args.oracle}"
+    stage3 = Path(__file__).resolve().parents[1] / "src" / "smolrgpt" / "demo" / "stage3.yaml"
+    start = time.perf_counter()
+    code = cli(["train", str(stage3), f"model.init={args.init or args.demo / 'runs' / 'stage1' / 'best'}",
+                f"data.train={args.out / 'train.json'}", f"data.val={args.out / 'val.json'}",
+                f"data.train_cache={args.out / 'cache_train'}", f"data.val_cache={args.out / 'cache_val'}",
+                f"schedule.max_steps={args.steps}", "schedule.epochs=100000", f"train.output_dir={run}",
+                f"train.eval_every={args.eval_every}", f"checkpoint.save_every={args.eval_every}",
+                "train.accuracy_samples=1000", "logging.tensorboard=false", "logging.progress=false", *overrides])
+    if code:
+        return code
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r["type"] == "eval"]
+    print(f"\n{args.category}: {sizes['train']} train / {sizes['val']} val questions, oracle={args.oracle}, "
+          f"{os.cpu_count()} CPUs, {time.perf_counter() - start:.0f} s")
+    print(f"{'step':>6}{'val loss':>10}{'accuracy':>10}")
+    for r in evals:
+        print(f"{r['step']:>6}{r['val_loss']:>10.4f}{r['accuracy'][args.category]:>10.3f}")
+    print(json.dumps({"category": args.category, "oracle": args.oracle, "train_questions": sizes["train"],
+                      "val_questions": sizes["val"], "overrides": overrides,
+                      "accuracy": {r["step"]: round(r["accuracy"][args.category], 4) for r in evals}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
