@@ -57,7 +57,9 @@ def write_split(demo: Path, out: Path, split: str, category: str) -> int:
     records = [r for r in json.loads((demo / "data" / f"{split}.json").read_text()) if r.get("category") == category]
     if not records:
         raise SystemExit(f"{demo / 'data' / f'{split}.json'}: no {category!r} questions")
-    (out / f"{split}.json").write_text(json.dumps(records))
+    target, text = out / f"{split}.json", json.dumps(records)
+    if not target.exists() or target.read_text() != text:  # rewriting would invalidate the cache built from it
+        target.write_text(text)
     link = out / split
     if not link.exists():
         link.symlink_to((demo / "data" / split).resolve(), target_is_directory=True)
