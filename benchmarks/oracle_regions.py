@@ -78,21 +78,23 @@ def main(argv=None) -> int:
     args, overrides = parser.parse_known_args(argv)
     from smolrgpt.cli import main as cli
     from smolrgpt.data import open_dataset
-    from smolrgpt.data.cache import build_cache, preset_settings
+    from smolrgpt.data.cache import build_cache
+    from smolrgpt.demo.config import STAGE_CONFIGS
     from smolrgpt.modeling import model as modeling
+    from smolrgpt.processing.processor import SmolRGPTProcessor
 
+    init = args.init or args.demo / "runs" / "stage1" / "best"
+    processor = SmolRGPTProcessor.from_pretrained(str(init))  # the cache takes the starting model's image settings
     args.out.mkdir(parents=True, exist_ok=True)
     sizes = {split: write_split(args.demo, args.out, split, args.category) for split in ("train", "val")}
     for split in sizes:
         source = args.out / f"{split}.json"
-        build_cache(open_dataset(source, "track3"), source, preset_settings("smolrgpt-tiny"),
-                    args.out / f"cache_{split}", progress=False)
+        build_cache(open_dataset(source, "track3"), source, processor, args.out / f"cache_{split}", progress=False)
     if args.oracle != "none":
         modeling.SmolRGPTForConditionalGeneration.region_vectors = oracle_region_vectors(args.oracle)
     run = args.out / f"run_{args.oracle}"
-    stage3 = Path(__file__).resolve().parents[1] / "src" / "smolrgpt" / "demo" / "stage3.yaml"
     start = time.perf_counter()
-    code = cli(["train", str(stage3), f"model.init={args.init or args.demo / 'runs' / 'stage1' / 'best'}",
+    code = cli(["train", str(STAGE_CONFIGS[2]), f"model.init={init}",
                 f"data.train={args.out / 'train.json'}", f"data.val={args.out / 'val.json'}",
                 f"data.train_cache={args.out / 'cache_train'}", f"data.val_cache={args.out / 'cache_val'}",
                 f"schedule.max_steps={args.steps}", "schedule.epochs=100000", f"train.output_dir={run}",
