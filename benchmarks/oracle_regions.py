@@ -83,13 +83,18 @@ def main(argv=None) -> int:
     from smolrgpt.modeling import model as modeling
     from smolrgpt.processing.processor import SmolRGPTProcessor
 
-    init = args.init or args.demo / "runs" / "stage1" / "best"
+    for split in ("train", "val"):
+        if not (args.demo / "data" / f"{split}.json").is_file():
+            raise SystemExit(f"{args.demo}: no data/{split}.json; --demo takes a `smolrgpt demo` output folder")
+    init = Path(args.init or args.demo / "runs" / "stage1" / "best")
+    if not (init / "config.json").is_file():
+        raise SystemExit(f"{init}: not a checkpoint folder (no config.json); pass one with --init")
     processor = SmolRGPTProcessor.from_pretrained(str(init))  # the cache takes the starting model's image settings
     args.out.mkdir(parents=True, exist_ok=True)
     sizes = {split: write_split(args.demo, args.out, split, args.category) for split in ("train", "val")}
     for split in sizes:
         source = args.out / f"{split}.json"
-        build_cache(open_dataset(source, "track3"), source, processor, args.out / f"cache_{split}", progress=False)
+        build_cache(open_dataset(source, "track3"), source, processor, args.out / f"cache_{split}")
     if args.oracle != "none":
         modeling.SmolRGPTForConditionalGeneration.region_vectors = oracle_region_vectors(args.oracle)
     run = args.out / f"run_{args.oracle}"
@@ -99,7 +104,7 @@ def main(argv=None) -> int:
                 f"data.train_cache={args.out / 'cache_train'}", f"data.val_cache={args.out / 'cache_val'}",
                 f"schedule.max_steps={args.steps}", "schedule.epochs=100000", f"train.output_dir={run}",
                 f"train.eval_every={args.eval_every}", f"checkpoint.save_every={args.eval_every}",
-                "train.accuracy_samples=1000", "logging.tensorboard=false", "logging.progress=false", *overrides])
+                "train.accuracy_samples=1000", "logging.tensorboard=false", *overrides])
     if code:
         return code
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

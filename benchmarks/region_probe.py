@@ -48,8 +48,10 @@ def load_model(source: str):
 @torch.no_grad()
 def region_features(model, processor, samples):
     """Per region: (RGB+depth vector, x, mean depth, log area, sample index)."""
+    from tqdm import tqdm
+
     rows = []
-    for index, sample in enumerate(samples):
+    for index, sample in enumerate(tqdm(samples, desc="region vectors", unit="question", leave=False)):
         prepared = processor.prepare(sample, train=False)
         masks = torch.from_numpy(prepared.region_masks)
         if not len(masks):
