@@ -3,7 +3,7 @@ import torch
 
 from smolrgpt.modeling.config import SmolRGPTConfig
 from smolrgpt.modeling.model import InputMismatchError, SmolRGPTForConditionalGeneration
-from smolrgpt.modeling.region import mask_pool
+from smolrgpt.modeling.region import LayerNorm2d, Refiner, mask_pool, pool_refined
 from smolrgpt.modeling.stages import parameter_summary, set_trainable
 
 from conftest import liven, make_sample
@@ -70,8 +70,42 @@ def test_region_vectors_land_on_their_tags(tiny_model, tiny_processor):
         torch.testing.assert_close(embeds[row, image_pos], frames.image_tokens[row])
     assert k == 5
     # the k-th region really is the k-th mask: pooling region 4 alone gives the same vector
-    alone = mask_pool(frames.rgb_map, batch["region_masks"][4:5], torch.tensor([1]), cfg.mask_pool_eps)
+    rgb_map = tiny_model.rgb_refiner(frames.image_tokens)
+    alone = mask_pool(rgb_map, batch["region_masks"][4:5], torch.tensor([1]), cfg.mask_pool_eps)
     torch.testing.assert_close(alone[0], rgb_vec[4])
+
+
+def test_pool_refined_matches_the_full_map_values_and_gradients():
+    """Refining only the tokens under the masks gives the full map's pooled vectors and gradients."""
+    torch.manual_seed(0)
+    refiner = Refiner(width=8, num_layers=2, eps=1e-6)
+    for module in refiner.modules():  # non-trivial LayerNorm affine parameters
+        if isinstance(module, LayerNorm2d):
+            torch.nn.init.normal_(module.weight)
+            torch.nn.init.normal_(module.bias)
+    tokens = torch.randn(3, 16, 8)  # 3 frames, 4x4 tokens -> 16x16 maps (k = 4)
+    masks = torch.zeros(4, 16, 16)
+    masks[0, 0:3, 0:5] = 1.0  # frame 0: spans tokens (0,0), (0,1)
+    masks[1, 10:16, 9:11] = 0.5  # frame 0
+    masks[2, 4, 4] = 1.0  # frame 2: a single pixel; frame 1 has no regions
+    sample_index = torch.tensor([0, 0, 2, 2])  # region 3 is empty: pooled to zero by both
+    results = []
+    for fn in (lambda t: mask_pool(refiner(t), masks, sample_index, 1e-6),
+               lambda t: pool_refined(refiner, t, masks, sample_index, 1e-6)):
+        refiner.zero_grad()
+        leaf = tokens.clone().requires_grad_(True)
+        pooled = fn(leaf)
+        (pooled * torch.linspace(-1, 1, pooled.numel()).reshape(pooled.shape)).sum().backward()
+        results.append((pooled.detach(), leaf.grad, [p.grad.clone() for p in refiner.parameters()]))
+    (full, full_grad, full_params), (sparse, sparse_grad, sparse_params) = results
+    torch.testing.assert_close(sparse, full)
+    assert sparse[3].abs().max() == 0 and full[2].abs().max() > 0
+    torch.testing.assert_close(sparse_grad, full_grad)
+    assert sparse_grad[1].abs().max() == 0  # the frame without regions gets no gradient
+    for a, b in zip(sparse_params, full_params):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="ordered by frame"):
+        pool_refined(refiner, tokens, masks, torch.tensor([2, 0, 0, 2]), 1e-6)
 
 
 def test_mismatched_counts_raise(tiny_model, tiny_processor):

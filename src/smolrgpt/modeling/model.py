@@ -11,7 +11,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from smolrgpt.modeling.config import SmolRGPTConfig
 from smolrgpt.modeling.connector import Connector
-from smolrgpt.modeling.region import Refiner, mask_pool
+from smolrgpt.modeling.region import Refiner, pool_refined
 
 
 class InputMismatchError(ValueError):
@@ -23,8 +23,7 @@ class FrameFeatures:
     """What a frame contributes, computed once and reusable by every question about that frame."""
 
     image_tokens: torch.Tensor  # [B, N, H]: RGB connector outputs for the `<|image|>` positions
-    rgb_map: torch.Tensor | None = None  # [B, H, G, G]: refined RGB features (only when regions need them)
-    depth_map: torch.Tensor | None = None  # [B, H, G, G]: refined depth features
+    depth_tokens: torch.Tensor | None = None  # [B, N, H]: depth connector outputs (only when regions need them)
 
 
 def sincos_position_table(num_patches: int, dim: int) -> torch.Tensor:
@@ -117,7 +116,8 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
 
     def encode_frames(self, pixel_values: torch.Tensor, depth_values: torch.Tensor | None = None,
                       need_regions: bool = True) -> FrameFeatures:
-        """Encode RGB (and depth, when regions need it) in one encoder pass; connectors and refiners."""
+        """Encode RGB (and depth, when regions need it) in one encoder pass, then the connectors. The refiners
+        run in `region_vectors`, under the region masks only."""
         batch = pixel_values.shape[0]
         use_depth = need_regions and depth_values is not None
         stacked = torch.cat([pixel_values, depth_values.to(pixel_values.dtype)]) if use_depth else pixel_values
@@ -126,15 +126,15 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         if not use_depth:
             return FrameFeatures(rgb_tokens)
         depth_tokens = self.depth_connector(patches[batch:])
-        return FrameFeatures(rgb_tokens, self.rgb_refiner(rgb_tokens), self.depth_refiner(depth_tokens))
+        return FrameFeatures(rgb_tokens, depth_tokens)
 
     def region_vectors(self, frames: FrameFeatures, region_masks: torch.Tensor,
                        region_sample_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if frames.rgb_map is None or frames.depth_map is None:
+        if frames.depth_tokens is None:
             raise InputMismatchError("regions were given but the batch has no depth maps")
         eps = self.config.mask_pool_eps
-        return (mask_pool(frames.rgb_map, region_masks, region_sample_index, eps),
-                mask_pool(frames.depth_map, region_masks, region_sample_index, eps))
+        return (pool_refined(self.rgb_refiner, frames.image_tokens, region_masks, region_sample_index, eps),
+                pool_refined(self.depth_refiner, frames.depth_tokens, region_masks, region_sample_index, eps))
 
     # -- splicing --------------------------------------------------------------------------------------
     def embed_inputs(self, input_ids: torch.Tensor, image_tokens: torch.Tensor | None,

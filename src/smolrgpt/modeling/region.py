@@ -60,6 +60,47 @@ def mask_pool(features: torch.Tensor, masks: torch.Tensor, sample_index: torch.T
     return pooled
 
 
+def token_weights(masks: torch.Tensor, side: int) -> torch.Tensor:
+    """[R, G, G] masks -> [R, side*side, k*k]: each mask's weights under each connector token's k x k block
+    of the refined map (k = G // side), tokens in row-major grid order."""
+    regions, grid = masks.shape[0], masks.shape[-1]
+    if grid % side:
+        raise ValueError(f"region masks of side {grid} do not tile a {side}x{side} token grid")
+    k = grid // side
+    weights = masks.reshape(regions, side, k, side, k).permute(0, 1, 3, 2, 4)
+    return weights.reshape(regions, side * side, k * k)
+
+
+def pool_refined(refiner: Refiner, tokens: torch.Tensor, masks: torch.Tensor, sample_index: torch.Tensor,
+                 eps: float) -> torch.Tensor:
+    """`mask_pool(refiner(tokens), masks, sample_index, eps)`, refining only the tokens under some mask.
+
+    Each refiner layer is a 2x2 stride-2 transposed convolution followed by per-pixel LayerNorm/GELU, so
+    output pixel (y, x) depends on connector token (y // k, x // k) alone (k = 2**layers). Regions cover a
+    fraction of a frame, and in training the full maps' GELU/convolution backward passes were most of a
+    tiny-model step. tokens: [B, N, C]; masks: [R, G, G]; sample_index: [R], non-decreasing. Returns [R, C];
+    gradients flow to the refiner and the tokens as through the full map.
+    """
+    batch, count, width = tokens.shape
+    if len(sample_index) and bool((sample_index[1:] < sample_index[:-1]).any()):
+        raise ValueError("regions must be ordered by frame (sample_index non-decreasing)")
+    weights = token_weights(masks, int(round(count ** 0.5))).to(tokens.dtype)  # [R, N, kk]
+    covered = (weights > 0).any(dim=2).to(torch.int32)  # [R, N]
+    need = torch.zeros(batch, count, dtype=torch.int32, device=tokens.device).index_add_(0, sample_index, covered) > 0
+    frame, token = need.nonzero(as_tuple=True)  # row-major: grouped by frame
+    blocks = refiner.refiner(tokens[frame, token].reshape(-1, width, 1, 1)).flatten(2)  # [M, C, kk]
+    # split (not per-frame indexing) keeps the backward pass a concatenation instead of one full-size
+    # zero-filled gradient per frame
+    block_groups = blocks.split(need.sum(dim=1).tolist())
+    region_groups = weights.split(torch.bincount(sample_index, minlength=batch).tolist())
+    pooled = []
+    for b, w in enumerate(region_groups):
+        if len(w):
+            w = w[:, need[b]]
+            pooled.append(torch.einsum("rnp,ncp->rc", w, block_groups[b]) / (w.sum(dim=(1, 2))[:, None] + eps))
+    return torch.cat(pooled) if pooled else blocks.new_zeros(0, width)
+
+
 class LazyRefinedMap:
     """The refined feature map of one frame, computed only where region masks fall, and kept.
 
@@ -81,17 +122,14 @@ class LazyRefinedMap:
 
     def pool(self, masks: torch.Tensor, eps: float) -> torch.Tensor:
         """masks [R, G, G] -> pooled [R, C]."""
-        regions, grid = masks.shape[0], masks.shape[-1]
-        k = grid // self.side
-        weights = masks.reshape(regions, self.side, k, self.side, k).permute(0, 1, 3, 2, 4)
-        weights = weights.reshape(regions, self.side * self.side, k * k).to(self.tokens.dtype)
+        weights = token_weights(masks, self.side).to(self.tokens.dtype)
         need = (weights > 0).any(dim=2).any(dim=0)
         todo = need & ~self.done
         if bool(todo.any()):
             index = todo.nonzero().flatten()
             fresh = self.refiner.refiner(self.tokens[index].reshape(-1, self.tokens.shape[1], 1, 1))
             if self.blocks is None:
-                self.blocks = torch.zeros(self.tokens.shape[0], self.tokens.shape[1], k * k,
+                self.blocks = torch.zeros(self.tokens.shape[0], *fresh.shape[1:2], weights.shape[2],
                                           dtype=fresh.dtype, device=fresh.device)
             self.blocks[index] = fresh.flatten(2)
             self.done |= todo
