@@ -116,6 +116,10 @@ def test_mismatched_counts_raise(tiny_model, tiny_processor):
         ids = batch["input_ids"].clone()
         ids[0, ids[0] == tiny_model.config.image_token_id] = 5
         tiny_model(**{**batch, "input_ids": ids})
+    with pytest.raises(InputMismatchError, match="ordered by row"):
+        tiny_model(**{**batch, "region_sample_index": torch.tensor([1, 1, 0, 0])})
+    with pytest.raises(ValueError, match=r"region masks are \(32, 32\), refined feature maps \(64, 64\)"):
+        tiny_model(**{**batch, "region_masks": batch["region_masks"][:, ::2, ::2]})
 
 
 def test_loss_is_on_answer_tokens_only(tiny_model, tiny_processor):

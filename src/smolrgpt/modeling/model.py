@@ -18,6 +18,11 @@ class InputMismatchError(ValueError):
     """The token ids and the visual inputs of a batch do not line up."""
 
 
+def check_region_order(region_sample_index: torch.Tensor) -> None:
+    if bool((region_sample_index[1:] < region_sample_index[:-1]).any()):
+        raise InputMismatchError("regions must be ordered by row (region_sample_index non-decreasing)")
+
+
 @dataclass
 class FrameFeatures:
     """What a frame contributes, computed once and reusable by every question about that frame."""
@@ -132,6 +137,7 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
                        region_sample_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if frames.depth_tokens is None:
             raise InputMismatchError("regions were given but the batch has no depth maps")
+        check_region_order(region_sample_index)  # before pooling, which relies on it
         eps = self.config.mask_pool_eps
         return (pool_refined(self.rgb_refiner, frames.image_tokens, region_masks, region_sample_index, eps),
                 pool_refined(self.depth_refiner, frames.depth_tokens, region_masks, region_sample_index, eps))
@@ -171,8 +177,7 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
                 f"regions per row {per_row.tolist()}"
             )
         if n_regions:
-            if bool((region_sample_index[1:] < region_sample_index[:-1]).any()):
-                raise InputMismatchError("regions must be ordered by row (region_sample_index non-decreasing)")
+            check_region_order(region_sample_index)
             embeds = embeds.masked_scatter(rgb_pos.unsqueeze(-1), region_rgb.to(embeds.dtype))
             embeds = embeds.masked_scatter(depth_pos.unsqueeze(-1), region_depth.to(embeds.dtype))
         return embeds

@@ -33,6 +33,7 @@ class Refiner(nn.Module):
                 layers.append(LayerNorm2d(width, eps))
             layers.append(nn.GELU())
         self.refiner = nn.Sequential(*layers)
+        self.scale = 2**num_layers  # output pixels per token side
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """[B, S*S, C] tokens (row-major grid) -> [B, C, S*2^n, S*2^n] feature map."""
@@ -60,15 +61,21 @@ def mask_pool(features: torch.Tensor, masks: torch.Tensor, sample_index: torch.T
     return pooled
 
 
-def token_weights(masks: torch.Tensor, side: int) -> torch.Tensor:
-    """[R, G, G] masks -> [R, side*side, k*k]: each mask's weights under each connector token's k x k block
-    of the refined map (k = G // side), tokens in row-major grid order."""
-    regions, grid = masks.shape[0], masks.shape[-1]
-    if grid % side:
-        raise ValueError(f"region masks of side {grid} do not tile a {side}x{side} token grid")
-    k = grid // side
-    weights = masks.reshape(regions, side, k, side, k).permute(0, 1, 3, 2, 4)
-    return weights.reshape(regions, side * side, k * k)
+def token_weights(masks: torch.Tensor, side: int, scale: int) -> torch.Tensor:
+    """[R, G, G] masks -> [R, side*side, scale*scale]: each mask's weights under each connector token's
+    scale x scale block of the refined map, tokens in row-major grid order."""
+    regions = masks.shape[0]
+    if tuple(masks.shape[-2:]) != (side * scale, side * scale):
+        raise ValueError(f"region masks are {tuple(masks.shape[-2:])}, refined feature maps "
+                         f"{(side * scale, side * scale)}")
+    weights = masks.reshape(regions, side, scale, side, scale).permute(0, 1, 3, 2, 4)
+    return weights.reshape(regions, side * side, scale * scale)
+
+
+def pool_blocks(weights: torch.Tensor, blocks: torch.Tensor, eps: float) -> torch.Tensor:
+    """Weighted mean over refined blocks: weights [R, M, kk] of R regions over M tokens' blocks
+    [M, C, kk] -> [R, C], normalised by each region's total weight (as `mask_pool`)."""
+    return torch.einsum("rnp,ncp->rc", weights, blocks) / (weights.sum(dim=(1, 2))[:, None] + eps)
 
 
 def pool_refined(refiner: Refiner, tokens: torch.Tensor, masks: torch.Tensor, sample_index: torch.Tensor,
@@ -84,7 +91,7 @@ def pool_refined(refiner: Refiner, tokens: torch.Tensor, masks: torch.Tensor, sa
     batch, count, width = tokens.shape
     if len(sample_index) and bool((sample_index[1:] < sample_index[:-1]).any()):
         raise ValueError("regions must be ordered by frame (sample_index non-decreasing)")
-    weights = token_weights(masks, int(round(count ** 0.5))).to(tokens.dtype)  # [R, N, kk]
+    weights = token_weights(masks, int(round(count ** 0.5)), refiner.scale).to(tokens.dtype)  # [R, N, kk]
     covered = (weights > 0).any(dim=2).to(torch.int32)  # [R, N]
     need = torch.zeros(batch, count, dtype=torch.int32, device=tokens.device).index_add_(0, sample_index, covered) > 0
     frame, token = need.nonzero(as_tuple=True)  # row-major: grouped by frame
@@ -96,8 +103,7 @@ def pool_refined(refiner: Refiner, tokens: torch.Tensor, masks: torch.Tensor, sa
     pooled = []
     for b, w in enumerate(region_groups):
         if len(w):
-            w = w[:, need[b]]
-            pooled.append(torch.einsum("rnp,ncp->rc", w, block_groups[b]) / (w.sum(dim=(1, 2))[:, None] + eps))
+            pooled.append(pool_blocks(w[:, need[b]], block_groups[b], eps))
     return torch.cat(pooled) if pooled else blocks.new_zeros(0, width)
 
 
@@ -122,17 +128,16 @@ class LazyRefinedMap:
 
     def pool(self, masks: torch.Tensor, eps: float) -> torch.Tensor:
         """masks [R, G, G] -> pooled [R, C]."""
-        weights = token_weights(masks, self.side).to(self.tokens.dtype)
+        weights = token_weights(masks, self.side, self.refiner.scale).to(self.tokens.dtype)
         need = (weights > 0).any(dim=2).any(dim=0)
         todo = need & ~self.done
         if bool(todo.any()):
             index = todo.nonzero().flatten()
             fresh = self.refiner.refiner(self.tokens[index].reshape(-1, self.tokens.shape[1], 1, 1))
             if self.blocks is None:
-                self.blocks = torch.zeros(self.tokens.shape[0], *fresh.shape[1:2], weights.shape[2],
+                self.blocks = torch.zeros(self.tokens.shape[0], fresh.shape[1], weights.shape[2],
                                           dtype=fresh.dtype, device=fresh.device)
             self.blocks[index] = fresh.flatten(2)
             self.done |= todo
         index = need.nonzero().flatten()
-        total = torch.einsum("rnp,ncp->rc", weights[:, index], self.blocks[index])
-        return total / (weights.sum(dim=(1, 2))[:, None] + eps)
+        return pool_blocks(weights[:, index], self.blocks[index], eps)
