@@ -2,7 +2,9 @@
 
 Trains the demo's stage 3 on one category of a finished `smolrgpt demo` folder, with the pooled region
 vectors either as the model computes them (`--oracle none`) or replaced by an oracle code of each mask's
-true image x (`x`), optionally with a one-hot of the mask's 0-based index in the question (`x+index`). It
+true image x (`x`), optionally with a one-hot of the mask's 0-based index in the question (`x+index`), or
+by the model's own region geometry code (modeling/geometry.py) in their place (`geometry-only`) or added
+to them (`geometry`, the `region_geometry` option, switched on for a starting checkpoint without it). It
 prints the validation accuracy at each evaluation. A language model that stays at chance even with oracle
 vectors says the bottleneck is the language model (from-scratch start, size, samples seen), not the
 visual features.
@@ -24,7 +26,9 @@ from pathlib import Path
 
 import torch
 
-ORACLES = ("none", "x", "x+index")
+from smolrgpt.modeling.geometry import region_slots
+
+ORACLES = ("none", "x", "x+index", "geometry-only", "geometry")
 X_FREQUENCIES = 8  # sin/cos pairs of the centroid x: 16 channels
 MAX_INDEX = 16
 
@@ -34,6 +38,10 @@ def oracle_region_vectors(mode: str):
     diagnostic process: the library has no hook for it on purpose, since answers must come from the model)."""
 
     def region_vectors(self, frames, masks, sample_index):
+        if mode == "geometry-only":
+            self.config.region_geometry = True
+            zero = torch.zeros(len(masks), self.config.text_config.hidden_size)
+            return self.with_region_geometry(zero, zero, masks, sample_index)
         grid = masks.shape[-1]
         area = masks.sum((1, 2)).clamp_min(1e-6)
         x = (masks.sum(1) * torch.arange(grid, dtype=masks.dtype)).sum(1) / area / grid
@@ -41,15 +49,23 @@ def oracle_region_vectors(mode: str):
         vectors = torch.zeros(len(x), self.config.text_config.hidden_size, dtype=x.dtype)
         vectors[:, :2 * X_FREQUENCIES] = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
         if mode == "x+index":
-            starts = torch.cat([torch.ones(1, dtype=torch.bool), sample_index[1:] != sample_index[:-1]])
-            positions = torch.arange(len(x))
-            index = positions - torch.cummax(torch.where(starts, positions, 0), 0).values
-            vectors[positions, 2 * X_FREQUENCIES + index.clamp_max(MAX_INDEX - 1)] = 1.0
+            index = region_slots(sample_index).clamp_max(MAX_INDEX - 1)
+            vectors[torch.arange(len(x)), 2 * X_FREQUENCIES + index] = 1.0
         table = self.get_input_embeddings().weight
         # The mask tokens' own embeddings mark the positions as regions (the spliced vectors replace them).
         return (vectors + table[self.config.mask_rgb_token_id], vectors + table[self.config.mask_depth_token_id])
 
     return region_vectors
+
+
+def with_geometry(original):
+    """`with_region_geometry` with the option on, whatever the starting checkpoint's config says."""
+
+    def with_region_geometry(self, *args):
+        self.config.region_geometry = True
+        return original(self, *args)
+
+    return with_region_geometry
 
 
 def write_split(demo: Path, out: Path, split: str, category: str) -> int:
@@ -95,7 +111,10 @@ def main(argv=None) -> int:
     for split in sizes:
         source = args.out / f"{split}.json"
         build_cache(open_dataset(source, "track3"), source, processor, args.out / f"cache_{split}")
-    if args.oracle != "none":
+    if args.oracle == "geometry":
+        modeling.SmolRGPTForConditionalGeneration.with_region_geometry = with_geometry(
+            modeling.SmolRGPTForConditionalGeneration.with_region_geometry)
+    elif args.oracle != "none":
         modeling.SmolRGPTForConditionalGeneration.region_vectors = oracle_region_vectors(args.oracle)
     run = args.out / f"run_{args.oracle}"
     start = time.perf_counter()

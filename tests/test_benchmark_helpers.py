@@ -36,3 +36,18 @@ def test_oracle_region_vectors_code_x_and_index(tiny_model):
     assert torch.count_nonzero(code_rgb[:, 16:32]).item() == 3 and not code_rgb[:, 32:].any()
     x_only, _ = oracle.oracle_region_vectors("x")(tiny_model, None, masks, index)
     assert not (x_only.detach() - table[tiny_model.config.mask_rgb_token_id])[:, 16:].any()
+
+
+def test_oracle_geometry_only_is_the_models_code_in_place_of_pooled_vectors(tiny_model):
+    from smolrgpt.modeling.geometry import geometry_code
+
+    oracle = _load("oracle_regions")
+    masks = torch.zeros(2, 64, 64)
+    masks[0, 10:20, 0:8] = 1
+    masks[1, 30:40, 48:64] = 1
+    index = torch.tensor([0, 0])
+    rgb, depth = oracle.oracle_region_vectors("geometry-only")(tiny_model, None, masks, index)
+    table = tiny_model.get_input_embeddings().weight.detach()
+    code = geometry_code(masks, index, tiny_model.config.text_config.hidden_size)
+    assert torch.allclose(rgb.detach(), code + table[tiny_model.config.mask_rgb_token_id], atol=1e-6)
+    assert torch.allclose(depth.detach(), code + table[tiny_model.config.mask_depth_token_id], atol=1e-6)

