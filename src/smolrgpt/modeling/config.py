@@ -63,8 +63,8 @@ class SmolRGPTConfig(PreTrainedConfig):
     text_config: the language model (a Llama-architecture config, e.g. SmolLM2).
     pixel_shuffle_factor: the connector folds factor x factor patches into one token (16x16 -> 8x8 at 2).
     refiner_layers: stride-2 transposed convolutions of each refiner (8 -> 64 at 3).
-    region_geometry: add a parameter-free code of each mask's centroid, box and slot to its region vectors
-        (modeling/geometry.py; not in the paper, on in the tiny preset).
+    region_geometry: add a parameter-free code of each mask's centroid, box and slot, and the mask tags'
+        embeddings, to its region vectors (modeling/geometry.py; not in the paper, on in the tiny preset).
     image_token_id / mask_rgb_token_id / mask_depth_token_id: ids of the three added tokens.
     """
 
