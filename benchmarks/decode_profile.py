@@ -1,5 +1,6 @@
 """Where batch-1 decoding time goes: per-token time of the LM forward against its linear layers alone,
-the streaming rate of batch-1 matrix-vector products per weight shape, and (optionally) torch.compile.
+the streaming rate of batch-1 matrix-vector products per weight shape, each with the weights row-major
+(nn.Linear) and column-major (`to_column_major`), and (optionally) torch.compile.
 
     python benchmarks/decode_profile.py --preset smolrgpt-600m [--compile]
 
@@ -37,9 +38,12 @@ def decode_rate(model, config, step, tokens: int = 20, prompt: int = 100) -> tup
     return times[0], len(steady) / sum(steady)
 
 
-def gemv_rate(out_features: int, in_features: int, repeats: int = 5) -> float:
-    """GB/s of F.linear on one row with weights that do not stay in cache between calls."""
-    weights = [torch.randn(out_features, in_features) for _ in range(max(2, int(6e8 // (out_features * in_features * 4))))]
+def gemv_rate(out_features: int, in_features: int, column_major: bool = False, repeats: int = 5) -> float:
+    """GB/s of F.linear on one row with weights that do not stay in cache between calls, stored
+    row-major (nn.Linear's layout) or column-major (`to_column_major`)."""
+    count = max(2, int(6e8 // (out_features * in_features * 4)))
+    weights = [torch.randn(in_features, out_features).t() if column_major else torch.randn(out_features, in_features)
+               for _ in range(count)]
     x = torch.randn(1, in_features)
     best = float("inf")
     for _ in range(repeats):
@@ -52,6 +56,7 @@ def gemv_rate(out_features: int, in_features: int, repeats: int = 5) -> float:
 
 def main(argv=None) -> int:
     from smolrgpt.modeling.config import PRESETS
+    from smolrgpt.modeling.precision import to_column_major
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="smolrgpt-600m", choices=sorted(PRESETS))
@@ -64,32 +69,39 @@ def main(argv=None) -> int:
     def step(token, mask, position, cache):
         return model(token, attention_mask=mask, position_ids=position, cache=cache, use_cache=True).logits
 
-    _, eager = decode_rate(model, config, step)
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    with torch.no_grad():
-        start = time.perf_counter()
-        for _ in range(3):
-            for layer in linears:
-                layer(torch.randn(1, 1, layer.in_features))
-        linear_s = (time.perf_counter() - start) / 3
     weight_gb = sum(m.weight.numel() for m in linears) * 4 / 1e9
     shapes = sorted({(m.out_features, m.in_features) for m in linears})
-    rates = {f"{o}x{i}": round(gemv_rate(o, i), 1) for o, i in shapes}
-    result = {"preset": args.preset, "threads": torch.get_num_threads(), "decode_tokens_per_s": round(eager, 2),
-              "ms_per_token": round(1000 / eager, 1), "linear_layers_ms_per_token": round(1000 * linear_s, 1),
-              "weight_gb": round(weight_gb, 3), "gemv_gbs_by_shape": rates}
+    result = {"preset": args.preset, "threads": torch.get_num_threads(), "weight_gb": round(weight_gb, 3)}
+    for layout in ("row", "column"):
+        if layout == "column":
+            to_column_major(model)
+        _, eager = decode_rate(model, config, step)
+        with torch.no_grad():
+            start = time.perf_counter()
+            for _ in range(3):
+                for layer in linears:
+                    layer(torch.randn(1, 1, layer.in_features))
+            linear_s = (time.perf_counter() - start) / 3
+        result[layout] = {"decode_tokens_per_s": round(eager, 2), "ms_per_token": round(1000 / eager, 1),
+                          "linear_layers_ms_per_token": round(1000 * linear_s, 1),
+                          "gemv_gbs_by_shape": {f"{o}x{i}": round(gemv_rate(o, i, layout == "column"), 1)
+                                                for o, i in shapes}}
+    result["column_speedup"] = round(result["column"]["decode_tokens_per_s"] / result["row"]["decode_tokens_per_s"], 2)
     if args.compile:
-        start = time.perf_counter()
         first, compiled = decode_rate(model, config, torch.compile(step, dynamic=False))
-        result.update(compiled_tokens_per_s=round(compiled, 2), compile_s=round(first, 1))
-    print(f"decode of {args.preset}'s LM, batch 1, fp32, {result['threads']} threads")
-    print(f"forward: {result['ms_per_token']} ms/token ({eager:.1f} tokens/s); its linear layers alone: "
-          f"{result['linear_layers_ms_per_token']} ms ({weight_gb:.2f} GB of weights)")
-    print(f"{'weight shape':<14}{'GB/s':>8}")
-    for shape, rate in rates.items():
-        print(f"{shape:<14}{rate:>8}")
+        result.update(compiled_column_tokens_per_s=round(compiled, 2), compile_s=round(first, 1))
+    print(f"decode of {args.preset}'s LM, batch 1, fp32, {result['threads']} threads, {weight_gb:.2f} GB of weights")
+    print(f"{'weights':<10}{'ms/token':>10}{'tokens/s':>10}{'linears ms':>12}   GEMV GB/s per shape (out x in)")
+    for layout in ("row", "column"):
+        r = result[layout]
+        per_shape = ", ".join(f"{k} {v}" for k, v in r["gemv_gbs_by_shape"].items())
+        print(f"{layout:<10}{r['ms_per_token']:>10}{r['decode_tokens_per_s']:>10}{r['linear_layers_ms_per_token']:>12}"
+              f"   {per_shape}")
+    print(f"column-major / row-major decode: {result['column_speedup']:.2f}x")
     if args.compile:
-        print(f"torch.compile: {result['compiled_tokens_per_s']} tokens/s after a {result['compile_s']} s first step")
+        print(f"torch.compile (column-major): {result['compiled_column_tokens_per_s']} tokens/s after a "
+              f"{result['compile_s']} s first step")
     print(json.dumps(result))
     return 0
 

@@ -79,7 +79,7 @@ def write_inputs(folder: Path, size=(1080, 1920), regions=15, seed=0):
     return folder / "rgb.png", folder / "depth.png", masks
 
 
-def build_engine(preset: str, precision: str, device: str, **engine_kwargs):
+def build_engine(preset: str, precision: str, device: str, weight_layout: str = "auto", **engine_kwargs):
     from smolrgpt.engine import SmolRGPT
     from smolrgpt.modeling.config import SmolRGPTConfig
     from smolrgpt.modeling.model import SmolRGPTForConditionalGeneration
@@ -91,7 +91,8 @@ def build_engine(preset: str, precision: str, device: str, **engine_kwargs):
     config = SmolRGPTConfig.from_preset(preset)
     model = SmolRGPTForConditionalGeneration(config).eval().to(device)
     processor = SmolRGPTProcessor.for_model(tokenizer_for_preset(preset), config)
-    engine = SmolRGPT(apply_precision(model, precision, device), processor, device=device, **engine_kwargs)
+    model = apply_precision(model, precision, device, weight_layout=weight_layout)
+    engine = SmolRGPT(model, processor, device=device, **engine_kwargs)
     engine.eos_token_id = -1  # fixed-length answers: every variant decodes the same number of tokens
     return engine
 
@@ -120,6 +121,15 @@ def flop_estimate(engine, prompt_tokens: int, with_depth: bool) -> tuple[float, 
     lm_macs += 2 * prompt_tokens**2 / 2 * tcfg.hidden_size * tcfg.num_hidden_layers
     lm_macs += tcfg.hidden_size * tcfg.vocab_size  # the one logits row prefill computes
     return 2.0 * vision_macs * frames, 2.0 * lm_macs
+
+
+def weight_layout(engine) -> str:
+    """How the language model's linear weights are stored: row- or column-major (or quantised)."""
+    head = engine.model.language_model.lm_head
+    weight = getattr(head, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        return "quantised"
+    return "column" if weight.stride(0) == 1 and weight.shape[1] > 1 else "row"
 
 
 def decode_bytes_per_token(engine, precision: str) -> float:
@@ -158,10 +168,11 @@ def eval_throughput(engine, folder: Path, frames: int, per_frame: int, tokens: i
 
 # Cumulative variants for --ablation: each adds one optimisation to the one before.
 ABLATION = (
-    ("one by one, no reuse", dict(reuse_prefix=False, lazy_refine=False), True),
-    ("+ frame reuse, batching (predict)", dict(reuse_prefix=False, lazy_refine=False), False),
-    ("+ refine under masks only", dict(reuse_prefix=False, lazy_refine=True), False),
-    ("+ prefix KV reuse, static cache", dict(reuse_prefix=True, lazy_refine=True), False),
+    ("one by one, no reuse", dict(reuse_prefix=False, lazy_refine=False, weight_layout="row"), True),
+    ("+ frame reuse, batching (predict)", dict(reuse_prefix=False, lazy_refine=False, weight_layout="row"), False),
+    ("+ refine under masks only", dict(reuse_prefix=False, lazy_refine=True, weight_layout="row"), False),
+    ("+ prefix KV reuse, static cache", dict(reuse_prefix=True, lazy_refine=True, weight_layout="row"), False),
+    ("+ weight layout picked for the CPU", dict(reuse_prefix=True, lazy_refine=True), False),
 )
 
 
@@ -189,8 +200,9 @@ def run(args) -> dict:
     result = {"device": str(device), "machine": platform.processor() or platform.machine(),
               "threads": torch.get_num_threads(), "preset": args.preset, "precision": args.precision,
               "matmul_gflops": round(gflops, 1), "mem_read_gbs": round(gbs, 1), "tokens": args.tokens}
-    rows = []
-    for label, kwargs in (("plain", dict(reuse_prefix=False, lazy_refine=False)), ("optimized", {})):
+    rows, answers = [], {}
+    for label, kwargs in (("plain", dict(reuse_prefix=False, lazy_refine=False, weight_layout="row")),
+                          ("optimized", {})):
         engine = build_engine(args.preset, args.precision, args.device, batch_size=args.batch_size, **kwargs)
         one_question(engine, rgb, depth, masks[:2], QUESTION_2, 2)  # warm-up
         runs = [one_question(engine, rgb, depth, masks[:2], QUESTION_2, args.tokens) for _ in range(args.repeats)]
@@ -198,6 +210,7 @@ def run(args) -> dict:
         latency15 = min(one_question(engine, rgb, depth, masks, QUESTION_15, args.tokens)[0]
                         for _ in range(args.repeats))
         rows.append((label, latency, latency15, timings))
+        answers[label] = answer.text
         if label == "optimized":
             prompt = len(engine.processor.prompt_arrays([(QUESTION_2, None)], 2, train=False)[0])
             vision_flops, prefill_flops = flop_estimate(engine, prompt, with_depth=True)
@@ -206,6 +219,7 @@ def run(args) -> dict:
             tokens_per_s = steps / decode_s if decode_s else 0.0
             compute_s = timings["vision_s"] + timings["prefill_s"]
             result.update(
+                weight_layout=weight_layout(engine),
                 question_latency_s=round(latency, 3), question_latency_15_masks_s=round(latency15, 3),
                 preprocess_s=round(timings["preprocess_s"], 3), vision_s=round(timings["vision_s"], 3),
                 refiner_pool_s=round(timings["refiner_pool_s"], 3), prefill_s=round(timings["prefill_s"], 3),
@@ -228,6 +242,8 @@ def run(args) -> dict:
         del engine
     if args.eval_frames:
         result["eval_speedup"] = round(result["eval_questions_per_s"] / result["eval_one_by_one_questions_per_s"], 2)
+    # Same random weights in both variants: the reuse paths and the weight layout must not change the answer.
+    result["answers_match_plain"] = answers["plain"] == answers["optimized"]
     result["latency_speedup"] = round(result["plain_question_latency_s"] / result["question_latency_s"], 2)
     if args.ablation:
         result["ablation"] = ablation(args, folder)
@@ -241,6 +257,9 @@ def run(args) -> dict:
     print(f"breakdown (optimized): preprocess {result['preprocess_s']:.3f} s, vision {result['vision_s']:.3f} s, "
           f"refine+pool {result['refiner_pool_s']:.3f} s, prefill {result['prefill_s']:.3f} s, "
           f"decode {result['decode_tokens_per_s']:.1f} tokens/s")
+    layout = result["weight_layout"] + ("" if result["weight_layout"] == "quantised" else "-major")
+    print(f"language-model weights: {layout}; answers match the plain path: "
+          f"{result['answers_match_plain']}")
     print(f"utilisation: prefill FLOP {result['prefill_flop_utilization']:.2f}, "
           f"decode bandwidth {result['decode_bandwidth_utilization']:.2f}")
     if args.eval_frames:

@@ -1,0 +1,77 @@
+"""Column-major language-model weights: same values and answers, tied weights stay tied, and the
+automatic choice follows the measured speed."""
+import pytest
+import torch
+
+from smolrgpt.engine import SmolRGPT
+from smolrgpt.modeling import precision
+from smolrgpt.modeling.precision import apply_precision, linear_shapes, to_column_major
+
+from conftest import liven, make_frame
+
+
+def _tie_head(model):
+    lm = model.language_model
+    lm.lm_head.weight = lm.get_input_embeddings().weight
+    return model
+
+
+def test_column_major_keeps_values_names_and_ties(tiny_model):
+    model = _tie_head(tiny_model)
+    before = {k: v.clone() for k, v in model.language_model.state_dict().items()}
+    to_column_major(model.language_model)
+    after = model.language_model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    lm = model.language_model
+    up = lm.model.layers[0].mlp.up_proj.weight
+    assert up.stride() == (1, up.shape[0]) and up.requires_grad  # the flag is kept
+    assert lm.lm_head.weight is lm.get_input_embeddings().weight  # still one tensor
+    assert lm.lm_head.weight.stride() == (1, lm.lm_head.weight.shape[0])
+    assert linear_shapes(lm).count(tuple(lm.lm_head.weight.shape)) == 1
+
+
+def test_column_major_engine_gives_the_same_answers(tiny_model, tiny_processor):
+    liven(_tie_head(tiny_model))
+    rgb, depth = make_frame(0)
+    question, regions = "How far is <mask> from <mask>?", [[0, 0, 40, 30], [80, 40, 150, 85]]
+    engine = SmolRGPT(tiny_model, tiny_processor, max_new_tokens=8)
+    frame = engine.frame(rgb, depth)
+    ids = torch.tensor([[5, 9, 11, 4]])
+    logits_row = tiny_model.language_model(ids).logits
+    row = [engine.ask(frame, question, regions, normalize=False).text,
+           engine.ask(frame, "Describe the scene.", [], normalize=False).text]
+    apply_precision(tiny_model, "fp32", "cpu", weight_layout="column")
+    assert tiny_model.language_model.model.layers[0].self_attn.q_proj.weight.stride()[0] == 1
+    torch.testing.assert_close(tiny_model.language_model(ids).logits, logits_row, rtol=1e-5, atol=1e-5)
+    frame = engine.frame(rgb, depth)
+    assert [engine.ask(frame, question, regions, normalize=False).text,
+            engine.ask(frame, "Describe the scene.", [], normalize=False).text] == row
+
+
+@pytest.mark.parametrize("speedup, min_bytes, converted", [(1.5, 0, True), (1.02, 0, False), (1.5, 2**40, False)])
+def test_auto_layout_follows_the_measurement(tiny_model, monkeypatch, speedup, min_bytes, converted):
+    calls = []
+    monkeypatch.setattr(precision, "column_major_speedup", lambda mix: calls.append(mix) or speedup)
+    monkeypatch.setattr(precision, "LAYOUT_MIN_BYTES", min_bytes)
+    apply_precision(tiny_model, "fp32", "cpu")
+    weight = tiny_model.language_model.model.layers[0].mlp.down_proj.weight
+    assert (weight.stride()[0] == 1) is converted
+    if min_bytes == 0:  # the probe sees each weight shape with its count
+        lm_shapes = linear_shapes(tiny_model.language_model)
+        assert calls == [tuple(sorted((s, lm_shapes.count(s)) for s in set(lm_shapes)))]
+    assert tiny_model.vision_tower.encoder.layers[0].mlp.fc1.weight.is_contiguous()
+
+
+def test_layout_errors(tiny_model):
+    with pytest.raises(ValueError, match="weight_layout must be one of"):
+        apply_precision(tiny_model, "fp32", "cpu", weight_layout="diagonal")
+    with pytest.raises(ValueError, match="CPU fp32 option; this is int8 on cpu"):
+        apply_precision(tiny_model, "int8", "cpu", weight_layout="column")
+
+
+def test_speedup_probe_measures_both_layouts():
+    precision.column_major_speedup.cache_clear()
+    ratio = precision.column_major_speedup((((64, 32), 3), ((32, 64), 1)), probe_bytes=2**20)
+    assert 0.1 < ratio < 10
+    assert precision.column_major_speedup.cache_info().currsize == 1
