@@ -69,6 +69,15 @@ def test_values_are_converted_and_checked(tmp_path):
         load_config(path, ["train.stage=4"])
     with pytest.raises(ConfigError, match=r"data\.train is required"):
         load_config(_write(tmp_path, "data:\n  train: ???\n"))
+    path = _write(tmp_path, "data: {train: x.json}\n")
+    assert load_config(path, ["data.category_repeats.left_right=2.5"]).data.category_repeats.left_right == 2.5
+    with pytest.raises(ConfigError, match=r"unknown setting data\.category_repeats\.leftright"):
+        load_config(path, ["data.category_repeats.leftright=2"])
+    assert load_config(path, ["data.answer_target=normalized"]).data.answer_target == "normalized"
+    with pytest.raises(ConfigError, match=r"data\.answer_target: expected one of conversation, normalized"):
+        load_config(path, ["data.answer_target=short"])
+    with pytest.raises(ConfigError, match=r"data\.category_repeats\.\* must be finite and >= 0"):
+        load_config(path, ["data.category_repeats.mcq=-1"])
 
 
 def test_paper_stage_configs(tmp_path):

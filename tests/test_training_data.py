@@ -121,3 +121,47 @@ def test_training_reads_a_preprocessing_cache(tmp_path, tiny_processor):
         open_cache(str(tmp_path / "cache"), tiny_processor, str(root / "train.json"), [other])
     with pytest.raises(ConfigError, match="data cache"):
         open_cache(str(tmp_path / "nothing"), tiny_processor, None, samples)
+
+
+def test_category_repeats_fix_the_epoch_length_and_redraw_the_fractions():
+    from smolrgpt.training.config import CategoryRepeats
+    from smolrgpt.training.data import epoch_size, sample_repeats
+
+    categories = ["left_right"] * 10 + ["distance"] * 20 + ["count"] * 6 + [None] * 4
+    samples = [make_sample(f"s{i}") for i in range(len(categories))]
+    for sample, category in zip(samples, categories):
+        sample.category = category
+    assert sample_repeats(samples, CategoryRepeats()) is None  # all 1: the plain plan
+    repeats = sample_repeats(samples, CategoryRepeats(left_right=2.0, distance=0.25, count=1.5))
+    assert repeats.tolist() == [2.0] * 10 + [0.25] * 20 + [1.5] * 6 + [1.0] * 4
+    assert epoch_size(repeats) == 20 + 5 + 9 + 4
+    plan = BatchPlan(4, 1, 1)
+    lengths = _lengths(len(samples))
+    epochs = [np.concatenate(plan.steps(lengths, e, repeats)) for e in range(3)]
+    for flat in epochs:
+        used = np.bincount(flat, minlength=len(samples))
+        assert len(flat) == 38 and (used[:10] == 2).all() and (used[36:] == 1).all()
+        assert used[10:30].sum() == 5 and used[10:30].max() == 1  # a quarter of distance, none twice
+        assert used[30:36].sum() == 9 and set(used[30:36]) == {1, 2}
+    assert len({tuple(np.sort(f[(f >= 10) & (f < 30)])) for f in epochs}) > 1  # redrawn each epoch
+    assert all(np.array_equal(a, b) for a, b in zip(plan.steps(lengths, 1, repeats), plan.steps(lengths, 1, repeats)))
+    assert all(np.array_equal(a, b) for a, b in zip(plan.steps(lengths, 1), BatchPlan(4, 1, 1).steps(lengths, 1)))
+    with pytest.raises(ConfigError, match="sets mcq, but no training sample has that category"):
+        sample_repeats(samples, CategoryRepeats(mcq=3.0))
+    with pytest.raises(ConfigError, match="leaves no training sample"):
+        sample_repeats(samples[:10], CategoryRepeats(left_right=0.0))
+
+
+def test_normalized_answer_targets_replace_only_the_answer():
+    from smolrgpt.evaluation.normalize import normalize_answer
+    from smolrgpt.training.data import with_normalized_answers
+
+    sample = make_sample("q1")
+    sample.category, sample.normalized_answer, sample.source = "distance", 3.25, "train.json#record 4"
+    (target,) = with_normalized_answers([sample])
+    assert target.turns == [(sample.question, "3.25")] and target.regions == sample.regions
+    assert sample.answer.startswith("The pallet [Region 0]")  # the original is untouched
+    assert normalize_answer(target.answer, target.question, "distance") == "3.25"
+    sample.normalized_answer = None
+    with pytest.raises(SampleError, match=r"sample 'q1' in train\.json#record 4: data\.answer_target=normalized needs"):
+        with_normalized_answers([sample])

@@ -33,6 +33,17 @@ class ModelSection:
 
 
 @dataclass
+class CategoryRepeats:
+    """How many times per epoch a training question of each Track 3 category is used. A fraction draws
+    that share of the category's questions anew each epoch (0.5: half of them, 1.5: all once and half
+    twice). Questions without a category (other formats) are used once."""
+    left_right: float = 1.0
+    count: float = 1.0
+    distance: float = 1.0
+    mcq: float = 1.0
+
+
+@dataclass
 class DataSection:
     train: str = REQUIRED
     val: str | None = None
@@ -56,6 +67,10 @@ class DataSection:
     skip_invalid: bool = False
     group_by_length: bool = True
     mega_batch_steps: int = 16  # length-grouping window, in optimizer steps
+    category_repeats: CategoryRepeats = field(default_factory=CategoryRepeats)
+    # What the model learns to answer: the records' conversation text, or their `normalized_answer`
+    # alone ("left", "4", "5.59", region "1"), which the answer normaliser reads back unchanged.
+    answer_target: Literal["conversation", "normalized"] = "conversation"
     num_workers: int = 0
 
 
@@ -294,6 +309,8 @@ def validate(config: TrainingConfig) -> TrainingConfig:
         (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
         (o.max_grad_norm >= 0, "optim.max_grad_norm must be >= 0 (0 = no clipping)"),
         (all(v >= 0 for v in dataclasses.asdict(o.lr).values()), "optim.lr.* must be >= 0"),
+        (all(math.isfinite(v) and v >= 0 for v in dataclasses.asdict(config.data.category_repeats).values()),
+         "data.category_repeats.* must be finite and >= 0"),
         (config.checkpoint.save_every >= 0, "checkpoint.save_every must be >= 0"),
     ]
     for ok, message in checks:

@@ -10,9 +10,15 @@ micro-batch b train exactly like 1 process with the same global batch, and what 
 Length grouping: inside windows of `mega_batch_steps` steps, samples are sorted by token length and cut
 into steps; the steps are then shuffled. Micro-batches of similar lengths pad little (collate pads to the
 longest of the micro-batch, never to max_length).
+
+Category repeats (`data.category_repeats`) change which samples an epoch holds, not how it is cut: each
+sample appears floor(r) times, and of the samples sharing a fractional part f, round(f x their number)
+are drawn once more without replacement, anew each epoch from the epoch's seeded generator: the epoch
+length is fixed and resuming stays exact.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -37,6 +43,18 @@ def load_samples(path: str, format: str = "auto", images_root=None, depths_root=
     if not samples:
         raise SampleError("no samples", source=str(path))
     return samples
+
+
+def with_normalized_answers(samples: list) -> list:
+    """Copies of single-turn samples whose answer is their `normalized_answer` as text (the target of
+    `data.answer_target: normalized`); a sample without one is an error naming it."""
+    out = []
+    for sample in samples:
+        if sample.normalized_answer is None or len(sample.turns) != 1:
+            raise SampleError("data.answer_target=normalized needs one question and a normalized_answer per "
+                              "record", sample_id=sample.id, source=sample.source)
+        out.append(dataclasses.replace(sample, turns=[(sample.question, str(sample.normalized_answer))]))
+    return out
 
 
 def frame_key(sample) -> str | None:
@@ -128,6 +146,42 @@ def open_cache(folder: str | None, processor, source: str | None, samples: list)
 
 
 # --------------------------------------------------------------------------- the epoch plan
+def sample_repeats(samples: list, repeats) -> np.ndarray | None:
+    """Per-sample repeat factors from `data.category_repeats` (None when every factor is 1). A factor
+    other than 1 for a category that no training sample has is an error, not a setting that does nothing."""
+    factors = dataclasses.asdict(repeats)
+    if all(v == 1.0 for v in factors.values()):
+        return None
+    present = {s.category for s in samples}
+    absent = sorted(c for c, v in factors.items() if v != 1.0 and c not in present)
+    if absent:
+        raise ConfigError(f"data.category_repeats sets {', '.join(absent)}, but no training sample has that "
+                          f"category (categories present: {sorted(c for c in present if c) or 'none'})")
+    out = np.asarray([factors.get(s.category, 1.0) if s.category else 1.0 for s in samples], np.float64)
+    if epoch_size(out) == 0:
+        raise ConfigError("data.category_repeats leaves no training sample in an epoch")
+    return out
+
+
+def _fraction_groups(repeats: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    """(indices, extra copies) per distinct fractional part: samples sharing a factor share a draw."""
+    fractions = repeats - np.floor(repeats)
+    return [(np.flatnonzero(fractions == f), int(round(f * np.count_nonzero(fractions == f))))
+            for f in np.unique(fractions[fractions > 0])]
+
+
+def epoch_size(repeats: np.ndarray) -> int:
+    return int(np.floor(repeats).sum()) + sum(extra for _, extra in _fraction_groups(repeats))
+
+
+def epoch_pool(repeats: np.ndarray, generator: torch.Generator) -> np.ndarray:
+    """Sample indices of one epoch under per-sample repeat factors (see the module docstring)."""
+    parts = [np.repeat(np.arange(len(repeats)), np.floor(repeats).astype(np.int64))]
+    for indices, extra in _fraction_groups(repeats):
+        parts.append(indices[torch.randperm(len(indices), generator=generator)[:extra].numpy()])
+    return np.concatenate(parts)
+
+
 @dataclass(frozen=True)
 class BatchPlan:
     """Optimizer steps of one epoch, split into micro-batches, the same on every process."""
@@ -152,12 +206,14 @@ class BatchPlan:
         full, rest = divmod(n, self.batch_size)
         return full + (1 if rest >= self.world_size else 0)
 
-    def steps(self, lengths: np.ndarray, epoch: int) -> list[np.ndarray]:
+    def steps(self, lengths: np.ndarray, epoch: int, repeats: np.ndarray | None = None) -> list[np.ndarray]:
         """The effective batches of `epoch`, in order. A last partial batch is kept when every process
-        can get at least one sample of it (else those few samples wait for the next epoch's shuffle)."""
-        n = len(lengths)
+        can get at least one sample of it (else those few samples wait for the next epoch's shuffle).
+        `repeats`: per-sample repeat factors (`sample_repeats`), or None for every sample once."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=g).numpy()
+        pool = np.arange(len(lengths)) if repeats is None else epoch_pool(repeats, g)
+        n = len(pool)
+        order = pool[torch.randperm(n, generator=g).numpy()]
         if self.group_by_length:
             window = self.batch_size * self.mega_batch_steps
             chunks = []

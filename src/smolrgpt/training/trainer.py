@@ -6,6 +6,8 @@ training_curves.png, last/ and best/ (checkpoint folders, see state.py), DONE wh
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import time
@@ -19,7 +21,8 @@ from smolrgpt.training import distributed as D
 from smolrgpt.training import recipe, state as S
 from smolrgpt.training.config import TrainingConfig, config_from_dict, differences, read_yaml
 from smolrgpt.training.data import (BatchPlan, PreparedDataset, check_disjoint, epoch_loader, eval_batches,
-                                    load_samples, open_cache, split_by_frame, token_lengths)
+                                    epoch_size, load_samples, open_cache, sample_repeats, split_by_frame,
+                                    token_lengths, with_normalized_answers)
 from smolrgpt.training.monitor import Monitor
 
 DONE = "DONE"
@@ -101,6 +104,8 @@ class Trainer:
             val = val[: d.max_val_samples] if d.max_val_samples else val
         if val:
             check_disjoint(train, val)
+        if d.answer_target == "normalized":
+            train, val = with_normalized_answers(train), with_normalized_answers(val)
         return train, val
 
     def setup(self) -> None:
@@ -127,6 +132,7 @@ class Trainer:
         self.train_samples, self.val_samples = self._load_data()
         skip = cfg.data.skip_invalid
         self.train_samples, self.lengths, dropped = token_lengths(self.train_samples, processor, skip)
+        self.repeats = sample_repeats(self.train_samples, cfg.data.category_repeats)
         if self.val_samples:
             self.val_samples, _, dropped_val = token_lengths(self.val_samples, processor, skip)
             dropped += dropped_val
@@ -149,9 +155,10 @@ class Trainer:
         self.core = D.unwrap(self.model)
         self.optimizer = recipe.build_optimizer(self.core, cfg.train.stage, cfg.optim)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        spe = self.plan.steps_per_epoch(len(self.train_samples))
+        per_epoch = len(self.train_samples) if self.repeats is None else epoch_size(self.repeats)
+        spe = self.plan.steps_per_epoch(per_epoch)
         if spe == 0:
-            raise ConfigError(f"{len(self.train_samples)} training samples do not fill one step of "
+            raise ConfigError(f"{per_epoch} training samples per epoch do not fill one step of "
                               f"{self.world.size} processes")
         total = math.ceil(cfg.schedule.epochs * spe)
         self.total_steps = min(total, cfg.schedule.max_steps) if cfg.schedule.max_steps else total
@@ -301,11 +308,14 @@ class Trainer:
                   f"effective batch {cfg.train.batch_size} = {self.plan.micro_batch} x {cfg.train.grad_accum} "
                   f"accumulation x {world.size} process(es), device {self.device}, "
                   f"{'bf16 autocast' if self.amp else 'fp32'}; trainable {self.trainable}", flush=True)
+            if self.repeats is not None:
+                print(f"data.category_repeats {dataclasses.asdict(cfg.data.category_repeats)}: "
+                      f"{epoch_size(self.repeats)} samples per epoch", flush=True)
         self._set_modes(True)
         last_eval = None
         t_start = time.perf_counter()
         while self.step < self.total_steps:
-            steps = self.plan.steps(self.lengths, self.epoch)[self.step_in_epoch:]
+            steps = self.plan.steps(self.lengths, self.epoch, self.repeats)[self.step_in_epoch:]
             steps = steps[: self.total_steps - self.step]
             batches, per_step = self.training_batches(steps, cfg.data.num_workers)
             for count in per_step:
@@ -352,7 +362,7 @@ def seconds_per_step(config: TrainingConfig, steps: int = 12, warmup: int = 2,
     should be a scratch folder; no checkpoint is written. Used to size a stage to a time budget."""
     trainer = Trainer(config)
     trainer.setup()
-    epoch = trainer.plan.steps(trainer.lengths, 0)
+    epoch = trainer.plan.steps(trainer.lengths, 0, trainer.repeats)
     stride = max(1, len(epoch) // (warmup + steps))
     batches, per_step = trainer.training_batches(epoch[::stride][: warmup + steps], 0)
     trainer._set_modes(True)
