@@ -13,6 +13,7 @@ and keeps the faster.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import time
 
@@ -111,7 +112,20 @@ def to_column_major(module: nn.Module) -> nn.Module:
         for holder, name in holders.pop(id(weight)):
             setattr(holder, name, column)
         del weight, column
+        _return_freed_memory()
     return module
+
+
+def _return_freed_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc only). After a model has been freed in the same
+    process, glibc serves weight-sized allocations from its heap and keeps the freed row-major copies
+    resident: converting smolrgpt-600m then left RSS 0.9 GB higher than the model. Trimming after each
+    weight keeps the conversion's peak at one extra weight."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.malloc_trim(0)
 
 
 @functools.lru_cache(maxsize=None)
