@@ -121,11 +121,18 @@ def _return_freed_memory() -> None:
     process, glibc serves weight-sized allocations from its heap and keeps the freed row-major copies
     resident: converting smolrgpt-600m then left RSS 0.9 GB higher than the model. Trimming after each
     weight keeps the conversion's peak at one extra weight."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none (macOS, musl)."""
     try:
-        libc = ctypes.CDLL("libc.so.6")
+        return getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None)
     except OSError:
-        return
-    libc.malloc_trim(0)
+        return None
 
 
 @functools.lru_cache(maxsize=None)

@@ -157,7 +157,7 @@ def sample_repeats(samples: list, repeats) -> np.ndarray | None:
     if absent:
         raise ConfigError(f"data.category_repeats sets {', '.join(absent)}, but no training sample has that "
                           f"category (categories present: {sorted(c for c in present if c) or 'none'})")
-    out = np.asarray([factors.get(s.category, 1.0) if s.category else 1.0 for s in samples], np.float64)
+    out = np.asarray([factors.get(s.category, 1.0) for s in samples], np.float64)
     if epoch_size(out) == 0:
         raise ConfigError("data.category_repeats leaves no training sample in an epoch")
     return out

@@ -7,7 +7,6 @@ training_curves.png, last/ and best/ (checkpoint folders, see state.py), DONE wh
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 import time
@@ -155,10 +154,10 @@ class Trainer:
         self.core = D.unwrap(self.model)
         self.optimizer = recipe.build_optimizer(self.core, cfg.train.stage, cfg.optim)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        per_epoch = len(self.train_samples) if self.repeats is None else epoch_size(self.repeats)
-        spe = self.plan.steps_per_epoch(per_epoch)
+        self.epoch_samples = len(self.train_samples) if self.repeats is None else epoch_size(self.repeats)
+        spe = self.plan.steps_per_epoch(self.epoch_samples)
         if spe == 0:
-            raise ConfigError(f"{per_epoch} training samples per epoch do not fill one step of "
+            raise ConfigError(f"{self.epoch_samples} training samples per epoch do not fill one step of "
                               f"{self.world.size} processes")
         total = math.ceil(cfg.schedule.epochs * spe)
         self.total_steps = min(total, cfg.schedule.max_steps) if cfg.schedule.max_steps else total
@@ -310,7 +309,7 @@ class Trainer:
                   f"{'bf16 autocast' if self.amp else 'fp32'}; trainable {self.trainable}", flush=True)
             if self.repeats is not None:
                 print(f"data.category_repeats {dataclasses.asdict(cfg.data.category_repeats)}: "
-                      f"{epoch_size(self.repeats)} samples per epoch", flush=True)
+                      f"{self.epoch_samples} samples per epoch", flush=True)
         self._set_modes(True)
         last_eval = None
         t_start = time.perf_counter()
