@@ -76,3 +76,18 @@ def test_model_adds_the_code_only_when_configured():
     assert torch.allclose(rgb - plain_rgb, code + table[config.mask_rgb_token_id], atol=1e-5)
     assert torch.allclose(depth - plain_depth, code + table[config.mask_depth_token_id], atol=1e-5)
     assert code[1, code_width() - MAX_SLOTS] == SLOT_VALUE and code[2, code_width() - MAX_SLOTS + 1] == SLOT_VALUE
+
+
+def test_models_built_for_training_keep_the_presets_options():
+    # training and the demo start from `model.init=preset:NAME` through build_from_backbones: the tiny
+    # preset's region geometry code must be on there too, and an explicit override still wins
+    from smolrgpt.modeling.weights import build_from_backbones
+    from smolrgpt.training.config import ModelSection
+    from smolrgpt.training.trainer import build_initial_model
+
+    model, _ = build_initial_model(ModelSection(init="preset:smolrgpt-tiny"), max_length=128)
+    assert model.config.region_geometry
+    model, _ = build_from_backbones(preset="smolrgpt-tiny", region_geometry=False)
+    assert not model.config.region_geometry
+    model, _ = build_from_backbones(preset="smolrgpt-135m")  # the paper's architecture: off
+    assert not model.config.region_geometry

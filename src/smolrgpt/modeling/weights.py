@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from smolrgpt.errors import CheckpointError
-from smolrgpt.modeling.config import SmolRGPTConfig
+from smolrgpt.modeling.config import PRESET_OPTIONS, SmolRGPTConfig
 from smolrgpt.modeling.model import SmolRGPTForConditionalGeneration
 from smolrgpt.processing.processor import SmolRGPTProcessor
 from smolrgpt.processing.tokenizer import add_smolrgpt_tokens, build_tiny_tokenizer, smolrgpt_token_ids
@@ -111,8 +111,9 @@ def build_from_backbones(vision=None, language=None, tokenizer=None, preset: str
     vision_config = vision_model.config if vision_model is not None else base.vision_config
     text_config = language_model.config if language_model is not None else base.text_config
     text_config.vocab_size = len(tokenizer)
+    # The preset's options (e.g. the tiny preset's region geometry code) carry over like its sizes do.
     config = SmolRGPTConfig(vision_config=vision_config, text_config=text_config,
-                            **{**smolrgpt_token_ids(tokenizer), **config_overrides})
+                            **{**PRESET_OPTIONS.get(preset, {}), **smolrgpt_token_ids(tokenizer), **config_overrides})
     model = SmolRGPTForConditionalGeneration(config)
     if vision_model is not None:
         model.vision_tower.load_state_dict(vision_model.state_dict(), strict=True)
