@@ -17,6 +17,7 @@ from smolrgpt.evaluation.normalize import (
     classify_question,
     normalize_answer,
     parse_quantity,
+    short_answer,
 )
 from smolrgpt.evaluation.score import is_correct, is_valid_prediction
 
@@ -81,6 +82,35 @@ def test_corpus_answers_are_scored_correct_by_the_official_rule():
     # the normaliser's formats are what the scorer expects (e.g. "0.00" for a zero distance)
     for r in _corpus():
         assert is_correct(r["category"], r["normalized_answer"], normalize_answer(r["answer"], r["question"]))
+
+
+def test_short_answers_read_back_as_the_normalized_answer():
+    # the training targets of data.answer_target=normalized: every corpus question has one
+    rows = _corpus()
+    for n, r in enumerate(rows, start=1):
+        text = short_answer(r["normalized_answer"], r["question"], r["category"])
+        assert text is not None and len(text) <= 6, (n, text)
+        assert normalize_answer(text, r["question"], r["category"]) == r["normalized_answer"], (n, text)
+    flipped = [r for r in rows if r["category"] == "left_right"
+               and short_answer(r["normalized_answer"], r["question"], "left_right") != r["normalized_answer"]]
+    assert flipped, "the corpus has questions about the second region"
+
+
+@pytest.mark.parametrize("question, normalized, expected", [
+    ("Is the pallet <mask> to the left or right of the pallet <mask>?", "left", "left"),
+    ("On which side of the pallet <mask> does the pallet <mask> appear?", "left", "right"),
+    ("Relative to the pallet <mask>, is the pallet <mask> on the left or on the right?", "right", "left"),
+    ("How many pallets are in the buffer zone <mask>?", 3, "3"),
+    ("How far is the pallet <mask> from the pallet <mask>?", "5.59", "5.59"),
+    ("Which of the pallets <mask> <mask> is the leftmost?", "1", "1"),
+])
+def test_short_answer_is_about_the_questions_subject(question, normalized, expected):
+    assert short_answer(normalized, question) == expected
+
+
+def test_short_answer_is_none_when_nothing_reads_back():
+    assert short_answer("several", "How many pallets are in the buffer zone <mask>?", "count") is None
+    assert short_answer("up", "Is the pallet <mask> to the left or right of the pallet <mask>?") is None
 
 
 # --------------------------------------------------------------------------- the real train sample

@@ -1,6 +1,8 @@
 """Batching: length grouping, exact coverage, world-size invariance; disjoint train/validation data."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -165,3 +167,13 @@ def test_normalized_answer_targets_replace_only_the_answer():
     sample.normalized_answer = None
     with pytest.raises(SampleError, match=r"sample 'q1' in train\.json#record 4: data\.answer_target=normalized needs"):
         with_normalized_answers([sample])
+    # a side word answers about the question's subject: here the second region, so "left" is flipped
+    side = dataclasses.replace(sample, category="left_right", normalized_answer="left",
+                               turns=[("On which side of the pallet <mask> does the pallet <mask> appear?", "")])
+    (target,) = with_normalized_answers([side])
+    assert target.answer == "right"
+    assert normalize_answer(target.answer, target.question, "left_right") == "left"
+    side.normalized_answer = "above"
+    with pytest.raises(SampleError, match=r"sample 'q1' in train\.json#record 4: .*no short answer reads back as "
+                                          r"the normalized answer 'above' \(left_right\)"):
+        with_normalized_answers([side])

@@ -369,6 +369,7 @@ def normalize_mcq(answer: str, question: str | None = None) -> str:
 # A pair of opposite relations, each a regex of the words that state it. SpatialRGPT-Bench reuses the
 # same decision procedure with its own pairs (below/above, big/small, ...).
 LEFT_RIGHT = {"left": r"left(?:-hand|ward|wards)?", "right": r"right(?:-hand|ward|wards)?"}
+LEFT_RIGHT_OPPOSITE = {"left": "right", "right": "left"}
 
 _AFFIRM_RE = re.compile(r"^\W*(?:yes|yeah|yep|yup|correct|indeed|true|affirmative|certainly|sure|absolutely|"
                         r"that is so|it is|it does|i would)\b")
@@ -447,6 +448,25 @@ def normalize_left_right(answer: str, question: str | None = None) -> str:
     if bare in ("l", "r"):
         text = "left" if bare == "l" else "right"
     return _relation(text, question, LEFT_RIGHT)
+
+
+def short_answer(normalized, question: str, category: str | None = None) -> str | None:
+    """The shortest answer text that `normalize_answer` reads as `normalized` for this question, or None.
+
+    Mostly the normalized answer itself ("4", "5.59", region "1"), but a left/right answer is a side word
+    about the question's subject: to "On which side of the pallet <mask> does the pallet <mask> appear?"
+    a bare "left" says the second region is on the left, so the first is on the right. Training on the
+    normalized "right" there would teach the model text that reads back as the opposite.
+    """
+    from smolrgpt.evaluation.score import is_correct
+
+    category = category or classify_question(question)
+    text = str(normalized).strip()
+    candidates = [text, LEFT_RIGHT_OPPOSITE.get(text, "")] if category == "left_right" else [text]
+    for candidate in candidates:
+        if candidate and is_correct(category, normalized, normalize_answer(candidate, question, category)):
+            return candidate
+    return None
 
 
 # --------------------------------------------------------------------------- entry point

@@ -68,8 +68,9 @@ class DataSection:
     group_by_length: bool = True
     mega_batch_steps: int = 16  # length-grouping window, in optimizer steps
     category_repeats: CategoryRepeats = field(default_factory=CategoryRepeats)
-    # What the model learns to answer: the records' conversation text, or their `normalized_answer`
-    # alone ("left", "4", "5.59", region "1"), which the answer normaliser reads back unchanged.
+    # What the model learns to answer: the records' conversation text, or the short text that the answer
+    # normaliser reads as their `normalized_answer` ("4", "5.59", region "1", or a side word about the
+    # question's subject: "right" to "On which side of A does B appear?" when A is left of B).
     answer_target: Literal["conversation", "normalized"] = "conversation"
     num_workers: int = 0
 

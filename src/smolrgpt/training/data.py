@@ -46,14 +46,22 @@ def load_samples(path: str, format: str = "auto", images_root=None, depths_root=
 
 
 def with_normalized_answers(samples: list) -> list:
-    """Copies of single-turn samples whose answer is their `normalized_answer` as text (the target of
-    `data.answer_target: normalized`); a sample without one is an error naming it."""
+    """Copies of single-turn samples whose answer is the short text that the answer normaliser reads as
+    their `normalized_answer` (the target of `data.answer_target: normalized`; see `short_answer`). A
+    sample without one, or whose normalized answer no short text reads back as, is an error naming it."""
+    from smolrgpt.evaluation.normalize import short_answer
+
     out = []
     for sample in samples:
         if sample.normalized_answer is None or len(sample.turns) != 1:
             raise SampleError("data.answer_target=normalized needs one question and a normalized_answer per "
                               "record", sample_id=sample.id, source=sample.source)
-        out.append(dataclasses.replace(sample, turns=[(sample.question, str(sample.normalized_answer))]))
+        answer = short_answer(sample.normalized_answer, sample.question, sample.category)
+        if answer is None:
+            raise SampleError(f"data.answer_target=normalized: no short answer reads back as the normalized "
+                              f"answer {sample.normalized_answer!r} ({sample.category})",
+                              sample_id=sample.id, source=sample.source)
+        out.append(dataclasses.replace(sample, turns=[(sample.question, answer)]))
     return out
 
 
