@@ -12,7 +12,8 @@ visual features.
     python benchmarks/oracle_regions.py --demo runs/demo --out runs/oracle --category left_right \
         --oracle x+index --steps 600 optim.lr.language_model=3e-3
 
-Extra KEY=VALUE arguments are training-config overrides (as for `smolrgpt train`).
+It trains with the demo's stage-3 settings (src/smolrgpt/demo/stage3.yaml) but each question once per epoch;
+extra KEY=VALUE arguments are training-config overrides (as for `smolrgpt train`).
 """
 from __future__ import annotations
 
@@ -94,6 +95,7 @@ def main(argv=None) -> int:
     args, overrides = parser.parse_known_args(argv)
     from smolrgpt.cli import main as cli
     from smolrgpt.data import open_dataset
+    from smolrgpt.data.sample import CATEGORIES
     from smolrgpt.data.cache import build_cache
     from smolrgpt.demo.config import STAGE_CONFIGS
     from smolrgpt.modeling import model as modeling
@@ -123,7 +125,9 @@ def main(argv=None) -> int:
                 f"data.train_cache={args.out / 'cache_train'}", f"data.val_cache={args.out / 'cache_val'}",
                 f"schedule.max_steps={args.steps}", "schedule.epochs=100000", f"train.output_dir={run}",
                 f"train.eval_every={args.eval_every}", f"checkpoint.save_every={args.eval_every}",
-                "train.accuracy_samples=1000", "logging.tensorboard=false", *overrides])
+                "train.accuracy_samples=1000", "logging.tensorboard=false",
+                # one category only: the demo's per-category repeats would name categories that are absent
+                *(f"data.category_repeats.{c}=1.0" for c in CATEGORIES), *overrides])
     if code:
         return code
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

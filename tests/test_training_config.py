@@ -108,9 +108,13 @@ def test_demo_stage_configs_load_and_use_the_tiny_model():
         assert c.train.stage == stage and (c.train.batch_size, c.train.grad_accum) == (16, 1)
         assert stage != 1 or c.model.init == "preset:smolrgpt-tiny"
         assert c.optim.lr.vision_tower == 0  # frozen in every stage, as in the paper
-    # stage 3: the from-scratch language model learns fast, the visual side slowly (keeps region positions)
-    lr = load_config(DEMO_CONFIGS / "stage3.yaml").optim.lr
-    assert lr.language_model == 3e-3 and lr.connectors == lr.refiners == 1e-4
+    # stage 3: the from-scratch language model learns short answers at 1e-3, the visual side slowly (keeps
+    # region positions), each category about a quarter of the questions
+    c = load_config(DEMO_CONFIGS / "stage3.yaml")
+    lr, repeats = c.optim.lr, c.data.category_repeats
+    assert lr.language_model == 1e-3 and lr.connectors == lr.refiners == 1e-4
+    assert c.data.answer_target == "normalized"
+    assert (repeats.left_right, repeats.count, repeats.distance, repeats.mcq) == (1.8, 1.35, 0.55, 1.15)
 
 
 def test_resolved_config_round_trips(tmp_path):

@@ -111,9 +111,11 @@ def build_from_backbones(vision=None, language=None, tokenizer=None, preset: str
     vision_config = vision_model.config if vision_model is not None else base.vision_config
     text_config = language_model.config if language_model is not None else base.text_config
     text_config.vocab_size = len(tokenizer)
-    # The preset's options (e.g. the tiny preset's region geometry code) carry over like its sizes do.
+    # The preset's options (the tiny preset's region geometry code, for its from-scratch language model)
+    # carry over like its sizes do, unless a pretrained language model replaces the preset's own.
+    options = PRESET_OPTIONS.get(preset, {}) if language_model is None else {}
     config = SmolRGPTConfig(vision_config=vision_config, text_config=text_config,
-                            **{**PRESET_OPTIONS.get(preset, {}), **smolrgpt_token_ids(tokenizer), **config_overrides})
+                            **{**options, **smolrgpt_token_ids(tokenizer), **config_overrides})
     model = SmolRGPTForConditionalGeneration(config)
     if vision_model is not None:
         model.vision_tower.load_state_dict(vision_model.state_dict(), strict=True)
