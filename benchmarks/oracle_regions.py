@@ -95,8 +95,8 @@ def main(argv=None) -> int:
     args, overrides = parser.parse_known_args(argv)
     from smolrgpt.cli import main as cli
     from smolrgpt.data import open_dataset
-    from smolrgpt.data.sample import CATEGORIES
     from smolrgpt.data.cache import build_cache
+    from smolrgpt.data.sample import CATEGORIES
     from smolrgpt.demo.config import STAGE_CONFIGS
     from smolrgpt.modeling import model as modeling
     from smolrgpt.processing.processor import SmolRGPTProcessor

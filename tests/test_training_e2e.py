@@ -10,6 +10,7 @@ import yaml
 from PIL import Image
 
 from smolrgpt.cli import main
+from smolrgpt.data.sample import CATEGORIES
 from smolrgpt.modeling.checkpoint import load_checkpoint
 from smolrgpt.training.config import load_config
 from test_training_helpers import DEMO_CONFIGS, write_track3_set
@@ -47,7 +48,7 @@ def test_train_cpu_stage3_end_to_end(synth, tmp_path):
             "schedule.max_steps=4", "train.batch_size=8", "train.eval_every=2", "checkpoint.save_every=2",
             "train.accuracy_samples=6", "train.max_new_tokens=8", "optim.lr.vision_tower=1e-3",
             # each question once, so that 4 steps of 8 cover the 30 questions exactly
-            *(f"data.category_repeats.{c}=1.0" for c in ("left_right", "count", "distance", "mcq")), *FAST]
+            *(f"data.category_repeats.{c}=1.0" for c in CATEGORIES), *FAST]
     assert main(args) == 0
     for name in ("config.yaml", "metrics.jsonl", "training_curves.png", "DONE", "last/model.safetensors",
                  "last/trainer_state.pt", "last/manifest.json", "best/model.safetensors", "best/manifest.json"):
