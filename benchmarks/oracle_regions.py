@@ -12,8 +12,8 @@ visual features.
     python benchmarks/oracle_regions.py --demo runs/demo --out runs/oracle --category left_right \
         --oracle x+index --steps 600 optim.lr.language_model=3e-3
 
-It trains with the demo's stage-3 settings (src/smolrgpt/demo/stage3.yaml) but each question once per epoch;
-extra KEY=VALUE arguments are training-config overrides (as for `smolrgpt train`).
+It trains with the demo's stage-3 settings (src/smolrgpt/demo/stage3.yaml), but each question once per
+epoch and no lead-in; extra KEY=VALUE arguments are training-config overrides (as for `smolrgpt train`).
 """
 from __future__ import annotations
 
@@ -126,8 +126,9 @@ def main(argv=None) -> int:
                 f"schedule.max_steps={args.steps}", "schedule.epochs=100000", f"train.output_dir={run}",
                 f"train.eval_every={args.eval_every}", f"checkpoint.save_every={args.eval_every}",
                 "train.accuracy_samples=1000", "logging.tensorboard=false",
-                # one category only: the demo's per-category repeats would name categories that are absent
-                *(f"data.category_repeats.{c}=1.0" for c in CATEGORIES), *overrides])
+                # one category only: the demo's per-category repeats and lead-in would name absent categories
+                *(f"data.category_repeats.{c}=1.0" for c in CATEGORIES), "data.lead_in.share=0",
+                "data.lead_in.min_steps=0", *overrides])
     if code:
         return code
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

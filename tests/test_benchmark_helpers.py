@@ -51,3 +51,38 @@ def test_oracle_geometry_only_is_the_models_code_in_place_of_pooled_vectors(tiny
     code = geometry_code(masks, index, tiny_model.config.text_config.hidden_size)
     assert torch.allclose(rgb.detach(), code + table[tiny_model.config.mask_rgb_token_id], atol=1e-6)
     assert torch.allclose(depth.detach(), code + table[tiny_model.config.mask_depth_token_id], atol=1e-6)
+
+
+def test_accuracy_by_family_groups_by_the_scene_files_family(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from smolrgpt.synth.commands import SynthConfig, generate_dataset
+
+    by_family = _load("accuracy_by_family")
+    generate_dataset(SynthConfig(out=str(tmp_path), width=320, height=180, frames=(("train", 0), ("val", 2), ("test", 0))),
+                     progress=False)
+    records = json.loads((tmp_path / "val.json").read_text())
+    families = by_family.question_families(tmp_path / "val.json")
+    assert set(families) == {r["id"] for r in records}
+    assert {f.split("/")[0] for f in families.values()} <= {"lr_pair", "count_buffer", "dist_pair", "dist_to_buffer",
+                                                          "dist_extreme_pallet_buffer", "dist_extreme_pallets",
+                                                          "dist_transporter_buffer", "mcq_extreme",
+                                                          "mcq_buffer_shelf", "mcq_pickup"}
+    wrong = next(r for r in records if r["category"] == "left_right")
+    predictions = {r["id"]: str(r["normalized_answer"]) for r in records}
+    predictions[wrong["id"]] = "right" if wrong["normalized_answer"] == "left" else "left"
+    lines = "\n".join(json.dumps({"id": k, "normalized_answer": v}) for k, v in predictions.items())
+    (tmp_path / "predictions.jsonl").write_text(lines + "\n")
+    assert by_family.main(["--data", str(tmp_path / "val.json"), "--predictions", str(tmp_path / "predictions.jsonl")]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["families"]
+    assert sum(r["questions"] for r in rows) == len(records)
+    lr = next(r for r in rows if r["family"] == "lr_pair")
+    assert lr["accuracy"] == pytest.approx(100 * (lr["questions"] - 1) / lr["questions"], abs=0.01)
+    assert all(r["accuracy"] == 100.0 for r in rows if r["family"] != "lr_pair")
+    del predictions[wrong["id"]]
+    with pytest.raises(SystemExit, match=f"question {wrong['id']} has no prediction"):
+        by_family.accuracy_by_family(records, predictions, families, "p.jsonl")
+    with pytest.raises(SystemExit, match="no scene files"):
+        by_family.question_families(tmp_path / "train.json")

@@ -159,3 +159,29 @@ def test_an_interrupted_demo_resumes_inside_the_stage_it_stopped_in(tmp_path, mo
     steps = [json.loads(line)["step"] for line in (out / "runs" / "stage3" / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["type"] == "train"]
     assert steps == [1, 2, 3]  # nothing lost, nothing repeated
+
+
+def test_stage3_is_timed_again_at_its_start_and_sized_from_the_time_left(tmp_path, monkeypatch, capsys):
+    import smolrgpt.training.trainer as trainer
+    from smolrgpt.demo.runner import Demo
+
+    out = tmp_path / "demo"
+    demo = Demo(load_demo_config(None, ["budget.minutes=10"]), out, progress=False)
+    demo.state.data["plan"] = {"seconds_per_step": {"1": 0.1, "2": 0.2, "3": 0.2},
+                               "eval_overhead_seconds": {"1": 0.0, "2": 0.0, "3": 10.0},
+                               "final_eval_seconds": 20.0, "steps": {"1": 5, "2": 5, "3": 1000}}
+    demo.state.finish("data", 170.0)  # 600 s - 170 spent - 20 final evaluation - 10 stage-3 evaluations = 400
+    timed, trained = [], []
+    monkeypatch.setattr(trainer, "seconds_per_step",
+                        lambda config, max_seconds: timed.append((config, max_seconds)) or 0.5)
+    monkeypatch.setattr(trainer, "train", lambda config, resume: trained.append(config) or {})
+    demo.train_stage(3)
+    config, max_seconds = timed[0]
+    assert config.model.init == str(out / "runs" / "stage2" / "best") and max_seconds == pytest.approx(6.0)
+    assert trained[0].schedule.max_steps == 799  # (400 s - the moments the timing took) / 0.5 s
+    plan = json.loads((out / "demo_state.json").read_text())["plan"]
+    assert plan["seconds_per_step"]["3"] == 0.5 and plan["stage3_seconds_per_step_planned"] == 0.2
+    assert "timed again at its start: 0.500 s per step (the plan measured 0.200)" in capsys.readouterr().out
+    # a resumed stage 3 keeps its schedule: no second timing, the same step count
+    demo.train_stage(3)
+    assert len(timed) == 1 and trained[1].schedule.max_steps == 799

@@ -1,6 +1,8 @@
 """Training configs: YAML + key=value overrides, validated; the shipped stage configs hold the paper's values."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import yaml
 
@@ -115,6 +117,11 @@ def test_demo_stage_configs_load_and_use_the_tiny_model():
     assert lr.language_model == 1e-3 and lr.connectors == lr.refiners == 1e-4
     assert c.data.answer_target == "normalized"
     assert (repeats.left_right, repeats.count, repeats.distance, repeats.mcq) == (1.8, 1.35, 0.55, 1.15)
+    lead_in = c.data.lead_in  # left/right alone first: in the mix it was learned late or not at all
+    assert (lead_in.share, lead_in.min_steps, lead_in.max_share) == (0.2, 500, 0.5)
+    assert dataclasses.asdict(lead_in.repeats) == {"left_right": 1.0, "count": 0.0, "distance": 0.0, "mcq": 0.0}
+    # a fifth of a long stage; 500 steps in a short one; never more than half
+    assert [lead_in.steps(n) for n in (10_000, 2_000, 874, 1)] == [2_000, 500, 437, 1]
 
 
 def test_resolved_config_round_trips(tmp_path):

@@ -30,8 +30,10 @@ def runs(tmp_path_factory):
     config = str(DEMO_CONFIGS / "stage3.yaml")
 
     def overrides(out):
+        # a lead-in of 5 steps: the checkpoint at step 3 resumes inside it and crosses into the main mix
         return quick_overrides(data, out, schedule__max_steps=STEPS, checkpoint__save_every=3,
-                               train__eval_every=4, logging__tensorboard="true")
+                               train__eval_every=4, logging__tensorboard="true", data__lead_in__share=0.5,
+                               data__lead_in__repeats__left_right=1.0)
 
     full = root / "uninterrupted"
     run(smolrgpt_cmd("train", config, *overrides(full)))
@@ -56,6 +58,7 @@ def test_resumed_run_equals_uninterrupted_run(runs):
     assert [r["step"] for r in evals if r["type"] == "eval"] == [4, 8, 10]
     state = read_state(runs["killed"] / "last")
     assert state["step"] == STEPS and state["optimizer"]["state"]  # optimizer moments were saved
+    assert state["lead_in_steps"] == 5
     assert (runs["killed"] / "tensorboard").is_dir()
 
 

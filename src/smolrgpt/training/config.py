@@ -44,6 +44,34 @@ class CategoryRepeats:
 
 
 @dataclass
+class LeadInRepeats:
+    """`category_repeats` of the lead-in: a category not named is left out (0), not used once."""
+    left_right: float = 0.0
+    count: float = 0.0
+    distance: float = 0.0
+    mcq: float = 0.0
+
+
+@dataclass
+class LeadIn:
+    """The first `share` of a stage's optimizer steps (but at least `min_steps`, and never more than
+    `max_share`) draw from their own category mix (`repeats`), then the main mix takes over; one
+    learning-rate schedule spans both. Why: a from-scratch language model learns left/right alone in
+    about 500 steps, but in the full mix only at a run-dependent point or not at all (README, finding 7);
+    a short budget's fifth is too few steps for it."""
+    share: float = 0.0
+    min_steps: int = 0
+    max_share: float = 0.5
+    repeats: LeadInRepeats = field(default_factory=LeadInRepeats)
+
+    def steps(self, total_steps: int) -> int:
+        if self.share == 0 and self.min_steps == 0:
+            return 0
+        wanted = max(round(self.share * total_steps), self.min_steps)
+        return max(1, min(wanted, math.floor(self.max_share * total_steps)))
+
+
+@dataclass
 class DataSection:
     train: str = REQUIRED
     val: str | None = None
@@ -68,6 +96,7 @@ class DataSection:
     group_by_length: bool = True
     mega_batch_steps: int = 16  # length-grouping window, in optimizer steps
     category_repeats: CategoryRepeats = field(default_factory=CategoryRepeats)
+    lead_in: LeadIn = field(default_factory=LeadIn)
     # What the model learns to answer: the records' conversation text, or the short text that the answer
     # normaliser reads as their `normalized_answer` ("4", "5.59", region "1", or a side word about the
     # question's subject: "right" to "On which side of A does B appear?" when A is left of B).
@@ -312,6 +341,14 @@ def validate(config: TrainingConfig) -> TrainingConfig:
         (all(v >= 0 for v in dataclasses.asdict(o.lr).values()), "optim.lr.* must be >= 0"),
         (all(math.isfinite(v) and v >= 0 for v in dataclasses.asdict(config.data.category_repeats).values()),
          "data.category_repeats.* must be finite and >= 0"),
+        (0 <= d.lead_in.share < 1, "data.lead_in.share must be in [0, 1)"),
+        (0 < d.lead_in.max_share < 1, "data.lead_in.max_share must be in (0, 1)"),
+        (d.lead_in.share <= d.lead_in.max_share, "data.lead_in.share must be <= data.lead_in.max_share"),
+        (d.lead_in.min_steps >= 0, "data.lead_in.min_steps must be >= 0"),
+        (all(math.isfinite(v) and v >= 0 for v in dataclasses.asdict(d.lead_in.repeats).values()),
+         "data.lead_in.repeats.* must be finite and >= 0"),
+        (d.lead_in.steps(1) == 0 or any(dataclasses.asdict(d.lead_in.repeats).values()),
+         "data.lead_in is set but data.lead_in.repeats gives every category 0"),
         (config.checkpoint.save_every >= 0, "checkpoint.save_every must be >= 0"),
     ]
     for ok, message in checks:

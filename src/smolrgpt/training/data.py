@@ -154,20 +154,22 @@ def open_cache(folder: str | None, processor, source: str | None, samples: list)
 
 
 # --------------------------------------------------------------------------- the epoch plan
-def sample_repeats(samples: list, repeats) -> np.ndarray | None:
-    """Per-sample repeat factors from `data.category_repeats` (None when every factor is 1). A factor
-    other than 1 for a category that no training sample has is an error, not a setting that does nothing."""
+def sample_repeats(samples: list, repeats, default: float = 1.0, name: str = "data.category_repeats"
+                   ) -> np.ndarray | None:
+    """Per-sample repeat factors from `data.category_repeats` (None when every factor is 1). `default` is
+    the factor of a category left unset (and of questions without one): 0 for the lead-in's mix. Setting a
+    category that no training sample has is an error, not a setting that does nothing."""
     factors = dataclasses.asdict(repeats)
-    if all(v == 1.0 for v in factors.values()):
+    if default == 1.0 and all(v == 1.0 for v in factors.values()):
         return None
     present = {s.category for s in samples}
-    absent = sorted(c for c, v in factors.items() if v != 1.0 and c not in present)
+    absent = sorted(c for c, v in factors.items() if v != default and c not in present)
     if absent:
-        raise ConfigError(f"data.category_repeats sets {', '.join(absent)}, but no training sample has that "
+        raise ConfigError(f"{name} sets {', '.join(absent)}, but no training sample has that "
                           f"category (categories present: {sorted(c for c in present if c) or 'none'})")
-    out = np.asarray([factors.get(s.category, 1.0) for s in samples], np.float64)
+    out = np.asarray([factors.get(s.category, default) for s in samples], np.float64)
     if epoch_size(out) == 0:
-        raise ConfigError("data.category_repeats leaves no training sample in an epoch")
+        raise ConfigError(f"{name} leaves no training sample in an epoch")
     return out
 
 

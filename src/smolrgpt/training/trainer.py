@@ -25,6 +25,8 @@ from smolrgpt.training.data import (BatchPlan, PreparedDataset, check_disjoint, 
 from smolrgpt.training.monitor import Monitor
 
 DONE = "DONE"
+# The lead-in's epochs are shuffled with seeds of their own (the plan seeds each epoch by its number).
+LEAD_IN_EPOCHS = 1_000_000
 # Settings that may change between a run and its resume without changing what is computed.
 RESUME_MAY_CHANGE = ("logging.", "checkpoint.", "train.output_dir", "train.num_threads", "data.num_workers",
                      "train.eval_every", "train.eval_batch_size", "train.accuracy_samples", "train.max_new_tokens",
@@ -162,6 +164,15 @@ class Trainer:
         total = math.ceil(cfg.schedule.epochs * spe)
         self.total_steps = min(total, cfg.schedule.max_steps) if cfg.schedule.max_steps else total
         self.steps_per_epoch = spe
+        self.lead_in_steps, self.lead_in_repeats, self.lead_in_steps_per_epoch = 0, None, 0
+        if cfg.data.lead_in.steps(self.total_steps):
+            self.lead_in_repeats = sample_repeats(self.train_samples, cfg.data.lead_in.repeats, default=0.0,
+                                                  name="data.lead_in.repeats")
+            self.lead_in_steps = cfg.data.lead_in.steps(self.total_steps)
+            self.lead_in_steps_per_epoch = self.plan.steps_per_epoch(epoch_size(self.lead_in_repeats))
+            if self.lead_in_steps_per_epoch == 0:
+                raise ConfigError(f"data.lead_in.repeats: {epoch_size(self.lead_in_repeats)} samples per epoch "
+                                  f"do not fill one step of {self.world.size} processes")
         self.scheduler = recipe.build_scheduler(self.optimizer, self.total_steps, cfg.schedule.warmup_ratio,
                                                 cfg.schedule.min_lr_ratio)
         self.step, self.epoch, self.step_in_epoch = 0, 0, 0
@@ -175,6 +186,9 @@ class Trainer:
         if st["total_steps"] != self.total_steps:
             raise CheckpointError(f"the checkpoint was made for {st['total_steps']} steps, this run has "
                                   f"{self.total_steps}: the data or the batch settings changed")
+        if st.get("lead_in_steps", 0) != self.lead_in_steps:
+            raise CheckpointError(f"the checkpoint was made with {st.get('lead_in_steps', 0)} lead-in steps, "
+                                  f"this run has {self.lead_in_steps}: data.lead_in changed")
         D.load_optimizer_state(self.model, self.optimizer, st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.step, self.epoch, self.step_in_epoch = st["step"], st["epoch"], st["step_in_epoch"]
@@ -274,6 +288,7 @@ class Trainer:
     def _counters(self) -> dict:
         return {"version": S.STATE_VERSION, "step": self.step, "epoch": self.epoch,
                 "step_in_epoch": self.step_in_epoch, "total_steps": self.total_steps,
+                "lead_in_steps": self.lead_in_steps,
                 "steps_per_epoch": self.steps_per_epoch, "best_val": self.best_val,
                 "samples_seen": self.samples_seen, "world_size": self.world.size, "stage": self.cfg.train.stage}
 
@@ -310,12 +325,25 @@ class Trainer:
             if self.repeats is not None:
                 print(f"data.category_repeats {dataclasses.asdict(cfg.data.category_repeats)}: "
                       f"{self.epoch_samples} samples per epoch", flush=True)
+            if self.lead_in_steps:
+                print(f"data.lead_in: the first {self.lead_in_steps} steps draw from "
+                      f"{dataclasses.asdict(cfg.data.lead_in.repeats)} "
+                      f"({self.lead_in_steps_per_epoch} steps per epoch)", flush=True)
         self._set_modes(True)
         last_eval = None
         t_start = time.perf_counter()
         while self.step < self.total_steps:
-            steps = self.plan.steps(self.lengths, self.epoch, self.repeats)[self.step_in_epoch:]
-            steps = steps[: self.total_steps - self.step]
+            # The data position is (epoch, step in epoch) of the current phase: the lead-in's epochs, then
+            # the main mix's from epoch 0 (the phase follows from the step, so resuming needs nothing more).
+            lead_in = self.step < self.lead_in_steps
+            if lead_in:
+                repeats, per_epoch, end = self.lead_in_repeats, self.lead_in_steps_per_epoch, self.lead_in_steps
+                seed_epoch = LEAD_IN_EPOCHS + self.epoch
+            else:
+                repeats, per_epoch, end = self.repeats, self.steps_per_epoch, self.total_steps
+                seed_epoch = self.epoch
+            steps = self.plan.steps(self.lengths, seed_epoch, repeats)[self.step_in_epoch:]
+            steps = steps[: end - self.step]
             batches, per_step = self.training_batches(steps, cfg.data.num_workers)
             for count in per_step:
                 t0 = time.perf_counter()
@@ -323,6 +351,8 @@ class Trainer:
                 loss, norm, samples, tokens, lrs = self._train_step(micro)
                 self.step += 1
                 self.step_in_epoch += 1
+                if self.step == self.lead_in_steps:
+                    self.epoch, self.step_in_epoch = 0, 0
                 self.samples_seen += samples
                 dt = time.perf_counter() - t0
                 self.monitor.train_step({
@@ -339,7 +369,7 @@ class Trainer:
                         self.save("best", with_state=False)
                 if (cfg.checkpoint.save_every and self.step % cfg.checkpoint.save_every == 0) or final:
                     self.save("last", with_state=True)
-            if self.step_in_epoch >= self.steps_per_epoch:
+            if self.step_in_epoch >= per_epoch:
                 self.epoch += 1
                 self.step_in_epoch = 0
         plot = self.monitor.close(cfg.logging.plot)
@@ -361,9 +391,19 @@ def seconds_per_step(config: TrainingConfig, steps: int = 12, warmup: int = 2,
     should be a scratch folder; no checkpoint is written. Used to size a stage to a time budget."""
     trainer = Trainer(config)
     trainer.setup()
-    epoch = trainer.plan.steps(trainer.lengths, 0, trainer.repeats)
-    stride = max(1, len(epoch) // (warmup + steps))
-    batches, per_step = trainer.training_batches(epoch[::stride][: warmup + steps], 0)
+    chosen = _spread(trainer.plan.steps(trainer.lengths, 0, trainer.repeats), warmup + steps)
+    if trainer.lead_in_steps:  # the lead-in's questions differ in length: it gets its share of the timed steps
+        share = trainer.lead_in_steps / trainer.total_steps
+        lead_in = iter(_spread(trainer.plan.steps(trainer.lengths, LEAD_IN_EPOCHS, trainer.lead_in_repeats), steps))
+        main, timed = iter(chosen[warmup:]), []
+        for i in range(steps):
+            step = next(lead_in, None) if int((i + 1) * share) > int(i * share) else None
+            step = next(main, None) if step is None else step
+            if step is None:
+                break
+            timed.append(step)
+        chosen = chosen[:warmup] + timed
+    batches, per_step = trainer.training_batches(chosen, 0)
     trainer._set_modes(True)
     times = []
     start = time.perf_counter()
@@ -375,6 +415,11 @@ def seconds_per_step(config: TrainingConfig, steps: int = 12, warmup: int = 2,
             break
     trainer.monitor.close(False)
     return float(np.mean(times[warmup:] or times))
+
+
+def _spread(epoch: list, count: int) -> list:
+    """`count` steps spread evenly over an epoch (length grouping makes neighbouring steps alike)."""
+    return epoch[::max(1, len(epoch) // count)][:count]
 
 
 def train(config: TrainingConfig, resume: bool = False, keep_process_group: bool = False) -> dict:
