@@ -47,8 +47,9 @@ def test_train_cpu_stage3_end_to_end(synth, tmp_path):
             f"data.train={synth / 'train.json'}", f"data.val={synth / 'val.json'}", f"train.output_dir={out}",
             "schedule.max_steps=4", "train.batch_size=8", "train.eval_every=2", "checkpoint.save_every=2",
             "train.accuracy_samples=6", "train.max_new_tokens=8", "optim.lr.vision_tower=1e-3",
-            # each question once, so that 4 steps of 8 cover the 30 questions exactly
-            *(f"data.category_repeats.{c}=1.0" for c in CATEGORIES), *FAST]
+            # each question once and no lead-in, so that 4 steps of 8 cover the 30 questions exactly
+            *(f"data.category_repeats.{c}=1.0" for c in CATEGORIES), "data.lead_in.share=0",
+            "data.lead_in.min_steps=0", *FAST]
     assert main(args) == 0
     for name in ("config.yaml", "metrics.jsonl", "training_curves.png", "DONE", "last/model.safetensors",
                  "last/trainer_state.pt", "last/manifest.json", "best/model.safetensors", "best/manifest.json"):
