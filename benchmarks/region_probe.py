@@ -47,7 +47,8 @@ def load_model(source: str):
 
 @torch.no_grad()
 def region_features(model, processor, samples):
-    """Per region: (RGB+depth vector, x, mean depth, log area, sample index)."""
+    """Per region: (RGB+depth vector, x, mean depth, log area, sample index, y), x and y the mask's
+    centroid as a fraction of the width / height, depth the relative depth map's mean under the mask."""
     from tqdm import tqdm
 
     rows = []
@@ -62,12 +63,13 @@ def region_features(model, processor, samples):
         grid = masks.shape[-1]
         area = masks.sum((1, 2)).clamp_min(1e-6)
         x = (masks.sum(1) * torch.arange(grid)).sum(1) / area / grid
+        y = (masks.sum(2) * torch.arange(grid)).sum(1) / area / grid
         depth_map = torch.nn.functional.interpolate(torch.from_numpy(prepared.depth_values)[None, :1],
                                                     size=(grid, grid), mode="bilinear", align_corners=False)[0, 0]
         mean_depth = (masks * depth_map).sum((1, 2)) / area
         for k in range(len(masks)):
             rows.append((torch.cat([rgb[k], depth[k]]).numpy(), float(x[k]), float(mean_depth[k]),
-                         float(torch.log(area[k])), index))
+                         float(torch.log(area[k])), index, float(y[k])))
     return rows
 
 

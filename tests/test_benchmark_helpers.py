@@ -3,6 +3,7 @@ import importlib.util
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -86,3 +87,30 @@ def test_accuracy_by_family_groups_by_the_scene_files_family(tmp_path, capsys):
         by_family.accuracy_by_family(records, predictions, families, "p.jsonl")
     with pytest.raises(SystemExit, match="no scene files"):
         by_family.question_families(tmp_path / "train.json")
+
+
+def test_distance_ceiling_probes_two_region_distances_with_and_without_the_depth_scale(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from smolrgpt.synth.commands import SynthConfig, generate_dataset
+
+    ceiling = _load("distance_ceiling")
+    generate_dataset(SynthConfig(out=str(tmp_path), width=320, height=180, questions_per_frame=25,
+                                 frames=(("train", 2), ("val", 1), ("test", 0))), progress=False)
+    train, val = str(tmp_path / "train.json"), str(tmp_path / "val.json")
+    samples = ceiling.distance_questions(val, None)
+    scene = json.loads((tmp_path / "val" / "scenes" / "000000.json").read_text())
+    assert ceiling.scene_scale(samples[0]) == [scene["depth_png"]["near_m"], scene["depth_png"]["far_m"],
+                                               scene["camera"]["hfov_deg"]]
+    assert ceiling.within_ten_percent(np.log1p([1.0, 2.0, 0.0]), np.log1p([1.09, 2.3, 0.0])) == pytest.approx(66.67)
+    assert ceiling.main(["--train", train, "--val", val, "--model", "preset:smolrgpt-tiny", "--steps", "5"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["val_questions"] == len(samples)
+    assert set(result["within_10_percent"]) == {"median training answer", "geometry", "geometry + depth scale",
+                                                "region vectors"}
+    assert all(0 <= v <= 100 for v in result["within_10_percent"].values())
+    (tmp_path / "val" / "scenes" / "000000.json").unlink()
+    with pytest.raises(SystemExit, match=f"question {samples[0].id}: no scene file"):
+        ceiling.scene_scale(samples[0])
