@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from region_probe import load_model, region_features  # noqa: E402
@@ -45,7 +46,8 @@ def scene_scale(sample) -> list[float]:
 def distance_questions(path: str, limit: int | None) -> list:
     from smolrgpt.data import open_dataset
 
-    chosen = [s for s in open_dataset(path) if s.category == "distance" and len(s.regions) == 2]
+    chosen = [s for s in open_dataset(path)
+              if s.category == "distance" and len(s.regions) == 2 and s.normalized_answer is not None]
     if not chosen:
         raise SystemExit(f"{path}: no two-region distance question with an answer")
     return chosen[:limit]
@@ -105,7 +107,7 @@ def main(argv=None) -> int:
     test = probe_inputs(model, processor, distance_questions(args.val, None))
     median = np.full(len(test["answer"]), np.median(fit["answer"]))
     results = {"median training answer": within_ten_percent(median, test["answer"])}
-    for name in ("geometry", "geometry + depth scale", "region vectors"):
+    for name in tqdm(("geometry", "geometry + depth scale", "region vectors"), desc="probes", leave=False):
         predicted = fit_mlp(fit[name], fit["answer"], test[name], args.steps)
         results[name] = within_ten_percent(predicted, test["answer"])
     print(f"two-region distance questions: probes fitted on {len(fit['answer'])} ({args.train}), "

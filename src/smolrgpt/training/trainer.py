@@ -164,14 +164,15 @@ class Trainer:
         total = math.ceil(cfg.schedule.epochs * spe)
         self.total_steps = min(total, cfg.schedule.max_steps) if cfg.schedule.max_steps else total
         self.steps_per_epoch = spe
-        self.lead_in_steps, self.lead_in_repeats, self.lead_in_steps_per_epoch = 0, None, 0
-        if cfg.data.lead_in.steps(self.total_steps):
+        self.lead_in_steps = cfg.data.lead_in.steps(self.total_steps)
+        self.lead_in_repeats, self.lead_in_steps_per_epoch = None, 0
+        if self.lead_in_steps:
             self.lead_in_repeats = sample_repeats(self.train_samples, cfg.data.lead_in.repeats, default=0.0,
                                                   name="data.lead_in.repeats")
-            self.lead_in_steps = cfg.data.lead_in.steps(self.total_steps)
-            self.lead_in_steps_per_epoch = self.plan.steps_per_epoch(epoch_size(self.lead_in_repeats))
+            lead_in_samples = epoch_size(self.lead_in_repeats)
+            self.lead_in_steps_per_epoch = self.plan.steps_per_epoch(lead_in_samples)
             if self.lead_in_steps_per_epoch == 0:
-                raise ConfigError(f"data.lead_in.repeats: {epoch_size(self.lead_in_repeats)} samples per epoch "
+                raise ConfigError(f"data.lead_in.repeats: {lead_in_samples} samples per epoch "
                                   f"do not fill one step of {self.world.size} processes")
         self.scheduler = recipe.build_scheduler(self.optimizer, self.total_steps, cfg.schedule.warmup_ratio,
                                                 cfg.schedule.min_lr_ratio)
@@ -335,8 +336,7 @@ class Trainer:
         while self.step < self.total_steps:
             # The data position is (epoch, step in epoch) of the current phase: the lead-in's epochs, then
             # the main mix's from epoch 0 (the phase follows from the step, so resuming needs nothing more).
-            lead_in = self.step < self.lead_in_steps
-            if lead_in:
+            if self.step < self.lead_in_steps:
                 repeats, per_epoch, end = self.lead_in_repeats, self.lead_in_steps_per_epoch, self.lead_in_steps
                 seed_epoch = LEAD_IN_EPOCHS + self.epoch
             else:
