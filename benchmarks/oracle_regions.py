@@ -4,7 +4,8 @@ Trains the demo's stage 3 on one category of a finished `smolrgpt demo` folder, 
 vectors either as the model computes them (`--oracle none`) or replaced by an oracle code of each mask's
 true image x (`x`), optionally with a one-hot of the mask's 0-based index in the question (`x+index`), or
 by the model's own region geometry code (modeling/geometry.py) in their place (`geometry-only`) or added
-to them (`geometry`, the `region_geometry` option, switched on for a starting checkpoint without it). It
+to them (`geometry`, the `region_geometry` option, switched on for a starting checkpoint without it;
+`geometry+relations` also switches on `region_relations`). It
 prints the validation accuracy at each evaluation. A language model that stays at chance even with oracle
 vectors says the bottleneck is the language model (from-scratch start, size, samples seen), not the
 visual features.
@@ -29,7 +30,7 @@ import torch
 
 from smolrgpt.modeling.geometry import region_slots
 
-ORACLES = ("none", "x", "x+index", "geometry-only", "geometry")
+ORACLES = ("none", "x", "x+index", "geometry-only", "geometry", "geometry+relations")
 X_FREQUENCIES = 8  # sin/cos pairs of the centroid x: 16 channels
 MAX_INDEX = 16
 
@@ -59,11 +60,14 @@ def oracle_region_vectors(mode: str):
     return region_vectors
 
 
-def with_geometry(original):
-    """`with_region_geometry` with the option on, whatever the starting checkpoint's config says."""
+def with_geometry(original, relations: bool = False):
+    """`with_region_geometry` with the option on (and `region_relations` with `relations`), whatever the
+    starting checkpoint's config says."""
 
     def with_region_geometry(self, *args):
         self.config.region_geometry = True
+        if relations:
+            self.config.region_relations = True
         return original(self, *args)
 
     return with_region_geometry
@@ -113,9 +117,9 @@ def main(argv=None) -> int:
     for split in sizes:
         source = args.out / f"{split}.json"
         build_cache(open_dataset(source, "track3"), source, processor, args.out / f"cache_{split}")
-    if args.oracle == "geometry":
+    if args.oracle in ("geometry", "geometry+relations"):
         modeling.SmolRGPTForConditionalGeneration.with_region_geometry = with_geometry(
-            modeling.SmolRGPTForConditionalGeneration.with_region_geometry)
+            modeling.SmolRGPTForConditionalGeneration.with_region_geometry, relations=args.oracle != "geometry")
     elif args.oracle != "none":
         modeling.SmolRGPTForConditionalGeneration.region_vectors = oracle_region_vectors(args.oracle)
     run = args.out / f"run_{args.oracle}"

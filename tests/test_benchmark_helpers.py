@@ -54,6 +54,26 @@ def test_oracle_geometry_only_is_the_models_code_in_place_of_pooled_vectors(tiny
     assert torch.allclose(depth.detach(), code + table[tiny_model.config.mask_depth_token_id], atol=1e-6)
 
 
+def test_oracle_geometry_switches_the_options_on_for_a_checkpoint_without_them(tiny_model):
+    from smolrgpt.modeling.geometry import code_width, relation_code
+
+    oracle = _load("oracle_regions")
+    tiny_model.config.region_geometry = False
+    masks = torch.zeros(2, 64, 64)
+    masks[0, 10:20, 0:8], masks[1, 20:24, 0:8] = 1, 1  # the second right below the first: related
+    index, zero = torch.tensor([0, 0]), torch.zeros(2, tiny_model.config.text_config.hidden_size)
+    plain = oracle.with_geometry(lambda self, *args: args[0])  # the original would return rgb as given
+    assert torch.equal(plain(tiny_model, zero, zero, masks, index), zero)
+    assert tiny_model.config.region_geometry and not tiny_model.config.region_relations
+    cls = type(tiny_model)
+    with_relations = oracle.with_geometry(cls.with_region_geometry, relations=True)
+    rgb, _ = with_relations(tiny_model, zero, zero, masks, index)
+    assert tiny_model.config.region_relations
+    code = (rgb - tiny_model.get_input_embeddings().weight[tiny_model.config.mask_rgb_token_id]).detach()
+    assert torch.allclose(code[:, code_width():code_width(relations=True)], relation_code(masks, index), atol=1e-6)
+    assert code[0, code_width() + 1] > 0
+
+
 def test_accuracy_by_family_groups_by_the_scene_files_family(tmp_path, capsys):
     import json
 

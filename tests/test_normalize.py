@@ -297,3 +297,34 @@ def test_cli_normalize_malformed_line_names_file_and_line(tmp_path, capsys, bad_
     err = capsys.readouterr().err
     assert f"in {source}:2: {message}" in err
     assert not target.exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("answer, normalized, expected", [
+    ("From this viewpoint, the buffer region [Region 0] is the rightmost buffer region. The buffer region "
+     "[Region 0] is filled with pallets [Region 9] [Region 3]. Therefore, the buffer area [Region 0] has two "
+     "pallets.", 2, "[Region 0]: [Region 3] [Region 9], 2 pallets"),
+    # a shelf named first, without a class word before it, is neither the buffer nor a pallet
+    ("Of the two shelves, [Region 10] is the one on the left. The buffer area [Region 1] is nearest to the "
+     "shelf [Region 10]. The pallet [Region 6] is located in the buffer region [Region 1]. Hence, there is one "
+     "pallet in the buffer area [Region 1].", "1", "[Region 1]: [Region 6], 1 pallet"),
+    ("The buffer region [Region 2] is the leftmost buffer region. No pallets are inside the buffer region "
+     "[Region 2]. So the buffer area [Region 2] holds zero pallets.", 0, "[Region 2]: 0 pallets"),
+])
+def test_reasoned_count_answers_name_the_buffer_and_list_its_pallets(answer, normalized, expected):
+    from smolrgpt.evaluation.normalize import reasoned_count_answer
+
+    question = ("<image>\nUsing the buffer masks <mask> <mask> <mask> and pallet masks " + "<mask> " * 7
+                + "and the shelves <mask> <mask>, how many pallets are in the buffer nearest to the left shelf?")
+    text = reasoned_count_answer(answer, normalized, question)
+    assert text == expected
+    assert normalize_answer(text, question, "count") == str(normalized)
+
+
+def test_a_count_answer_that_lists_another_number_of_pallets_has_no_reasoned_form():
+    from smolrgpt.evaluation.normalize import reasoned_count_answer
+
+    question = "<image>\nGiven the buffer regions <mask> <mask> and the pallets <mask> <mask>, how many pallets are in the left buffer?"
+    listed_two = "The buffer region [Region 0] is the leftmost. It holds pallets [Region 2] [Region 3]. So two pallets."
+    assert reasoned_count_answer(listed_two, 3, question) is None
+    assert reasoned_count_answer("There are two pallets [Region 2] [Region 3].", 2, question) is None  # no buffer
+    assert reasoned_count_answer(listed_two, "two", question) is None

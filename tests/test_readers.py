@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -241,19 +240,30 @@ def _big_osd_file(path: Path, target_bytes: int) -> int:
     return count
 
 
+_STREAM_PEAK = """
+import sys, tracemalloc
+from smolrgpt.data.osd import iter_osd
+tracemalloc.start()
+seen = 0
+for sample in iter_osd(sys.argv[1], images_dir=sys.argv[2], chunk_bytes=256 << 10):
+    assert sample.id == f"{seen:08x}#{seen}" and len(sample.regions) == 3, sample.id
+    seen += 1
+print(seen, tracemalloc.get_traced_memory()[1])
+"""
+
+
 def test_osd_streaming_memory_stays_bounded(tmp_path):
+    # In a fresh process: tracemalloc traces the whole process, and inside the full suite the same
+    # measurement read 8.8 MB (2.6 MB allowed) while the test passed alone.
+    import subprocess
+    import sys
+
     path = tmp_path / "big.json"
     count = _big_osd_file(path, 20 << 20)
     size = path.stat().st_size
-    tracemalloc.start()
-    try:
-        seen = 0
-        for sample in iter_osd(path, images_dir=tmp_path, chunk_bytes=256 << 10):
-            assert sample.id == f"{seen:08x}#{seen}" and len(sample.regions) == 3
-            seen += 1
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    out = subprocess.run([sys.executable, "-c", _STREAM_PEAK, str(path), str(tmp_path)], check=True,
+                         capture_output=True, text=True).stdout.split()
+    seen, peak = int(out[0]), int(out[1])
     assert seen == count and count > 1000
     assert peak < size / 8, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.1f} MB file"
 

@@ -76,7 +76,8 @@ def test_values_are_converted_and_checked(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown setting data\.category_repeats\.leftright"):
         load_config(path, ["data.category_repeats.leftright=2"])
     assert load_config(path, ["data.answer_target=normalized"]).data.answer_target == "normalized"
-    with pytest.raises(ConfigError, match=r"data\.answer_target: expected one of conversation, normalized"):
+    assert load_config(path, ["data.answer_target=reasoned"]).data.answer_target == "reasoned"
+    with pytest.raises(ConfigError, match=r"data\.answer_target: expected one of conversation, normalized, reasoned, got 'short'"):
         load_config(path, ["data.answer_target=short"])
     with pytest.raises(ConfigError, match=r"data\.category_repeats\.\* must be finite and >= 0"):
         load_config(path, ["data.category_repeats.mcq=-1"])

@@ -177,3 +177,22 @@ def test_normalized_answer_targets_replace_only_the_answer():
     with pytest.raises(SampleError, match=r"sample 'q1' in train\.json#record 4: .*no short answer reads back as "
                                           r"the normalized answer 'above' \(left_right\)"):
         with_normalized_answers([side])
+
+
+def test_reasoned_targets_show_the_count_work_and_keep_short_answers_elsewhere():
+    from smolrgpt.training.data import with_normalized_answers
+
+    question = "Given the buffer regions <mask> <mask> and the pallets <mask> <mask>, how many pallets are in the left buffer?"
+    count = make_sample("c1")
+    count = dataclasses.replace(count, category="count", normalized_answer=1, source="train.json#record 7", turns=[(
+        question, "The buffer region [Region 1] is the leftmost. The pallet [Region 3] is in the buffer region "
+                  "[Region 1]. So there is one pallet in it.")])
+    distance = make_sample("d1")
+    distance.category, distance.normalized_answer = "distance", 3.25
+    reasoned = with_normalized_answers([count, distance], reasoned=True)
+    assert [s.answer for s in reasoned] == ["[Region 1]: [Region 3], 1 pallet", "3.25"]
+    assert [s.answer for s in with_normalized_answers([count, distance])] == ["1", "3.25"]
+    wrong = dataclasses.replace(count, normalized_answer=2)
+    with pytest.raises(SampleError, match=r"sample 'c1' in train\.json#record 7: data\.answer_target=reasoned: the "
+                                          r"count answer must name a buffer and list exactly 2 pallet\(s\), got 'The"):
+        with_normalized_answers([wrong], reasoned=True)

@@ -469,6 +469,30 @@ def short_answer(normalized, question: str, category: str | None = None) -> str 
     return None
 
 
+def reasoned_count_answer(answer: str, normalized, question: str) -> str | None:
+    """A short count answer that shows its work, from a record's own answer: the buffer it names first, the
+    pallets it lists, then the number ("[Region 0]: [Region 3] [Region 9], 2 pallets"). None when the
+    answer names no buffer, or lists a different number of pallets than `normalized`.
+
+    Why: the bare number is one decision over the whole question (which buffer, then which pallets stand
+    in it); the Track 3 answers spell out both steps, and this keeps them at about 20 tokens instead of 70.
+    """
+    known = question_mask_classes(question)
+    found = mentions(canonical_text(answer))
+    classes = [(m.index, m.label or known.get(m.index)) for m in found]
+    buffers = [index for index, cls in classes if cls == "buffer"]
+    pallets = sorted({index for index, cls in classes if cls == "pallet"})  # "[Region 10] is the one": not one
+    try:
+        count = int(float(str(normalized).strip()))
+    except ValueError:
+        return None
+    if not buffers or len(pallets) != count:
+        return None
+    listed = "".join(f" [Region {index}]" for index in pallets)
+    text = f"[Region {buffers[0]}]:{listed}{',' if listed else ''} {count} pallet{'' if count == 1 else 's'}"
+    return text if normalize_count(text, question) == str(count) else None
+
+
 # --------------------------------------------------------------------------- entry point
 def normalize_answer(answer: str, question: str | None = None, category: str | None = None) -> str:
     """The normalized answer for a free-form `answer` (see the module docstring for formats).

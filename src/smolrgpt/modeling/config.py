@@ -65,6 +65,9 @@ class SmolRGPTConfig(PreTrainedConfig):
     refiner_layers: stride-2 transposed convolutions of each refiner (8 -> 64 at 3).
     region_geometry: add a parameter-free code of each mask's centroid, box and slot, and the mask tags'
         embeddings, to its region vectors (modeling/geometry.py; not in the paper, on in the tiny preset).
+    region_relations: with region_geometry, the code also holds how much of each mask lies on or next to
+        each other mask of the question (modeling/geometry.py; off everywhere: it did not help the tiny
+        model learn count, README finding 9).
     image_token_id / mask_rgb_token_id / mask_depth_token_id: ids of the three added tokens.
     """
 
@@ -82,12 +85,15 @@ class SmolRGPTConfig(PreTrainedConfig):
     layer_norm_2d_eps: float = 1e-6
     mask_pool_eps: float = 1e-6
     region_geometry: bool = False
+    region_relations: bool = False
     image_token_id: int = SMOLLM2_VOCAB
     mask_rgb_token_id: int = SMOLLM2_VOCAB + 1
     mask_depth_token_id: int = SMOLLM2_VOCAB + 2
     tie_word_embeddings: bool = True
 
     def validate_architecture(self) -> None:
+        if self.region_relations and not self.region_geometry:
+            raise ValueError("region_relations=True extends the region geometry code: it needs region_geometry=True")
         grid = self.patch_grid
         if grid % self.pixel_shuffle_factor:
             raise ValueError(

@@ -16,12 +16,23 @@ Layout of the code ([R, width], zero beyond `code_width()`):
 - box left, right, top, bottom: sin/cos(k * pi * v), k = 1..BOX_FREQUENCIES;
 - slot: SLOT_VALUE at the region's 0-based index among its row's masks (the last slot also takes any beyond).
 An empty mask gets the slot alone.
+- with `relations` (config `region_relations`): at column j of a further MAX_SLOTS block, RELATION_VALUE
+  times the share of this mask's weight that lies on or next to (within one grid cell of) mask j of the
+  same row; 0 for itself. A pallet standing in a buffer has most of its weight on or beside the buffer's
+  painted floor, which it hides.
+
+Why relations: count ("how many pallets are in the buffer ...") needs, for every pallet of the question,
+whether it stands in the chosen buffer. On the validation split's count questions this share, thresholded
+at 0.175, agrees with the truth for 98.9% of the pallet-buffer pairs on the 64x64 mask grid. It is computed
+from the masks alone: which buffer the question means and how many pallets it holds are still the model's.
+The tiny model did not learn to use it within 1,500 count-only steps (README, finding 9), so it is off.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 
 CENTROID_FREQUENCIES = 8
 BOX_FREQUENCIES = 4
@@ -30,10 +41,12 @@ MAX_SLOTS = 16
 # stayed at chance on left/right for 2,000 steps (a code of x, y and slot alone did too, for 1,750); at 4.0
 # it reached 97% (benchmarks/oracle_regions.py --oracle geometry-only): telling the masks apart comes first.
 SLOT_VALUE = 4.0
+# The relation block's scale: as large as the slot one-hot it is matched against.
+RELATION_VALUE = 4.0
 
 
-def code_width() -> int:
-    return 2 * 2 * CENTROID_FREQUENCIES + 4 * 2 * BOX_FREQUENCIES + MAX_SLOTS
+def code_width(relations: bool = False) -> int:
+    return 2 * 2 * CENTROID_FREQUENCIES + 4 * 2 * BOX_FREQUENCIES + MAX_SLOTS * (2 if relations else 1)
 
 
 def region_slots(sample_index: torch.Tensor) -> torch.Tensor:
@@ -50,10 +63,29 @@ def _sincos(values: torch.Tensor, frequencies: int) -> torch.Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1)
 
 
-def geometry_code(masks: torch.Tensor, sample_index: torch.Tensor, width: int) -> torch.Tensor:
+def relation_code(masks: torch.Tensor, sample_index: torch.Tensor) -> torch.Tensor:
+    """masks [R, G, G] and their rows [R] -> [R, MAX_SLOTS]: RELATION_VALUE x the share of region i's weight
+    on or within one cell of region j's support, at j's slot (regions past the last slot share it: max)."""
+    regions = masks.shape[0]
+    weights = masks.to(torch.float32).flatten(1)
+    support = (masks > 0).to(torch.float32)[:, None]
+    near = F.max_pool2d(support, kernel_size=3, stride=1, padding=1).flatten(1)  # [R, G*G]
+    share = (weights @ near.T) / weights.sum(1).clamp_min(1e-12)[:, None]  # [R, R]
+    others = (sample_index[:, None] == sample_index[None, :]) & ~torch.eye(regions, dtype=torch.bool,
+                                                                           device=masks.device)
+    share = torch.where(others, share, 0.0)
+    slots = region_slots(sample_index).clamp_max(MAX_SLOTS - 1)
+    code = torch.zeros(regions, MAX_SLOTS, dtype=torch.float32, device=masks.device)
+    code.scatter_reduce_(1, slots[None].expand(regions, regions), share, reduce="amax")
+    return code * RELATION_VALUE
+
+
+def geometry_code(masks: torch.Tensor, sample_index: torch.Tensor, width: int,
+                  relations: bool = False) -> torch.Tensor:
     """masks [R, G, G] (weights in [0, 1]) and their rows [R] -> codes [R, width]."""
-    if width < code_width():
-        raise ValueError(f"the region geometry code needs {code_width()} channels, the language model has {width}")
+    needed = code_width(relations)
+    if width < needed:
+        raise ValueError(f"the region geometry code needs {needed} channels, the language model has {width}")
     regions, grid = masks.shape[0], masks.shape[-1]
     weights = masks.to(torch.float32)
     area = weights.sum(dim=(1, 2))
@@ -72,4 +104,7 @@ def geometry_code(masks: torch.Tensor, sample_index: torch.Tensor, width: int) -
     code[:, :place.shape[1]] = place
     slots = region_slots(sample_index).clamp_max(MAX_SLOTS - 1)
     code[torch.arange(regions, device=masks.device), place.shape[1] + slots] = SLOT_VALUE
+    if relations:
+        start = place.shape[1] + MAX_SLOTS
+        code[:, start:start + MAX_SLOTS] = relation_code(masks, sample_index)
     return code

@@ -151,7 +151,8 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         (modeling/geometry.py); training and the inference engine both finish region vectors here."""
         if not self.config.region_geometry:
             return rgb, depth
-        code = geometry_code(region_masks, region_sample_index, rgb.shape[-1]).to(rgb.dtype)
+        code = geometry_code(region_masks, region_sample_index, rgb.shape[-1],
+                             relations=self.config.region_relations).to(rgb.dtype)
         # The mask tokens' own (trainable) embeddings stay under the spliced vectors, marking them as regions
         table = self.get_input_embeddings().weight
         return (rgb + code + table[self.config.mask_rgb_token_id].to(rgb.dtype),

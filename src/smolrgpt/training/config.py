@@ -99,8 +99,10 @@ class DataSection:
     lead_in: LeadIn = field(default_factory=LeadIn)
     # What the model learns to answer: the records' conversation text, or the short text that the answer
     # normaliser reads as their `normalized_answer` ("4", "5.59", region "1", or a side word about the
-    # question's subject: "right" to "On which side of A does B appear?" when A is left of B).
-    answer_target: Literal["conversation", "normalized"] = "conversation"
+    # question's subject: "right" to "On which side of A does B appear?" when A is left of B). `reasoned`:
+    # the same, but a count answer first names the buffer and lists its pallets, taken from the record's
+    # own answer ("[Region 0]: [Region 3] [Region 9], 2 pallets"; see `reasoned_count_answer`).
+    answer_target: Literal["conversation", "normalized", "reasoned"] = "conversation"
     num_workers: int = 0
 
 

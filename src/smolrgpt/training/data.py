@@ -45,20 +45,30 @@ def load_samples(path: str, format: str = "auto", images_root=None, depths_root=
     return samples
 
 
-def with_normalized_answers(samples: list) -> list:
+def with_normalized_answers(samples: list, reasoned: bool = False) -> list:
     """Copies of single-turn samples whose answer is the short text that the answer normaliser reads as
-    their `normalized_answer` (the target of `data.answer_target: normalized`; see `short_answer`). A
-    sample without one, or whose normalized answer no short text reads back as, is an error naming it."""
-    from smolrgpt.evaluation.normalize import short_answer
+    their `normalized_answer` (the target of `data.answer_target: normalized`; see `short_answer`); with
+    `reasoned`, count answers also name the buffer and its pallets (`reasoned_count_answer`). A sample
+    without a normalized answer, or whose answer no such text reads back as, is an error naming it."""
+    from smolrgpt.evaluation.normalize import reasoned_count_answer, short_answer
 
+    target = "reasoned" if reasoned else "normalized"
     out = []
     for sample in samples:
         if sample.normalized_answer is None or len(sample.turns) != 1:
-            raise SampleError("data.answer_target=normalized needs one question and a normalized_answer per "
+            raise SampleError(f"data.answer_target={target} needs one question and a normalized_answer per "
                               "record", sample_id=sample.id, source=sample.source)
-        answer = short_answer(sample.normalized_answer, sample.question, sample.category)
+        question, record_answer = sample.turns[0]
+        if reasoned and sample.category == "count":
+            answer = reasoned_count_answer(record_answer or "", sample.normalized_answer, question)
+            if answer is None:
+                raise SampleError(f"data.answer_target=reasoned: the count answer must name a buffer and list "
+                                  f"exactly {sample.normalized_answer!r} pallet(s), got {record_answer!r}",
+                                  sample_id=sample.id, source=sample.source)
+        else:
+            answer = short_answer(sample.normalized_answer, sample.question, sample.category)
         if answer is None:
-            raise SampleError(f"data.answer_target=normalized: no short answer reads back as the normalized "
+            raise SampleError(f"data.answer_target={target}: no short answer reads back as the normalized "
                               f"answer {sample.normalized_answer!r} ({sample.category})",
                               sample_id=sample.id, source=sample.source)
         out.append(dataclasses.replace(sample, turns=[(sample.question, answer)]))

@@ -105,8 +105,9 @@ class Trainer:
             val = val[: d.max_val_samples] if d.max_val_samples else val
         if val:
             check_disjoint(train, val)
-        if d.answer_target == "normalized":
-            train, val = with_normalized_answers(train), with_normalized_answers(val)
+        if d.answer_target != "conversation":
+            reasoned = d.answer_target == "reasoned"
+            train, val = with_normalized_answers(train, reasoned), with_normalized_answers(val, reasoned)
         return train, val
 
     def setup(self) -> None:
