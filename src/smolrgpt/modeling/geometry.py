@@ -22,9 +22,8 @@ An empty mask gets the slot alone.
   painted floor, which it hides.
 
 Why relations: count ("how many pallets are in the buffer ...") needs, for every pallet of the question,
-whether it stands in the chosen buffer. On the validation split's count questions this share, thresholded
-at 0.175, agrees with the truth for 98.9% of the pallet-buffer pairs on the 64x64 mask grid. It is computed
-from the masks alone: which buffer the question means and how many pallets it holds are still the model's.
+whether it stands in the chosen buffer; this share says so from the masks alone. Which buffer the question
+means and how many pallets it holds are still the model's to work out.
 The tiny model did not learn to use it within 1,500 count-only steps (README, finding 9), so it is off.
 """
 from __future__ import annotations
