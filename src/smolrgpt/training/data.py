@@ -66,12 +66,12 @@ def with_normalized_answers(samples: list, reasoned: bool = False) -> list:
                                   f"exactly {sample.normalized_answer!r} pallet(s), got {record_answer!r}",
                                   sample_id=sample.id, source=sample.source)
         else:
-            answer = short_answer(sample.normalized_answer, sample.question, sample.category)
+            answer = short_answer(sample.normalized_answer, question, sample.category)
         if answer is None:
             raise SampleError(f"data.answer_target={target}: no short answer reads back as the normalized "
                               f"answer {sample.normalized_answer!r} ({sample.category})",
                               sample_id=sample.id, source=sample.source)
-        out.append(dataclasses.replace(sample, turns=[(sample.question, answer)]))
+        out.append(dataclasses.replace(sample, turns=[(question, answer)]))
     return out
 
 
