@@ -5,7 +5,9 @@ vectors either as the model computes them (`--oracle none`) or replaced by an or
 true image x (`x`), optionally with a one-hot of the mask's 0-based index in the question (`x+index`), or
 by the model's own region geometry code (modeling/geometry.py) in their place (`geometry-only`) or added
 to them (`geometry`, the `region_geometry` option, switched on for a starting checkpoint without it;
-`geometry+relations` also switches on `region_relations`). It
+`geometry+relations` also switches on `region_relations`; `contents` starts from a copy of the checkpoint
+with the learned `region_contents` layer added, its output at zero, and the vectors as the model computes
+them). It
 prints the validation accuracy at each evaluation. A language model that stays at chance even with oracle
 vectors says the bottleneck is the language model (from-scratch start, size, samples seen), not the
 visual features.
@@ -30,7 +32,7 @@ import torch
 
 from smolrgpt.modeling.geometry import region_slots
 
-ORACLES = ("none", "x", "x+index", "geometry-only", "geometry", "geometry+relations")
+ORACLES = ("none", "x", "x+index", "geometry-only", "geometry", "geometry+relations", "contents")
 X_FREQUENCIES = 8  # sin/cos pairs of the centroid x: 16 channels
 MAX_INDEX = 16
 
@@ -71,6 +73,23 @@ def with_geometry(original, relations: bool = False):
         return original(self, *args)
 
     return with_region_geometry
+
+
+def with_contents_layer(init: Path, out: Path) -> Path:
+    """A copy of checkpoint `init` in `out` with `region_contents` on: the layer is new (its output starts at
+    zero, so the copy answers as `init` does) and everything else is `init`'s."""
+    from smolrgpt.modeling.checkpoint import save_checkpoint
+    from smolrgpt.modeling.config import SmolRGPTConfig
+    from smolrgpt.modeling.model import SmolRGPTForConditionalGeneration
+    from smolrgpt.processing.processor import SmolRGPTProcessor
+
+    if not (out / "config.json").is_file():
+        config = SmolRGPTConfig.from_pretrained(init)
+        config.region_contents = True
+        torch.manual_seed(0)  # the new layer's random init, so that a rerun starts from the same copy
+        model = SmolRGPTForConditionalGeneration.from_pretrained(init, config=config)
+        save_checkpoint(model, SmolRGPTProcessor.from_pretrained(init), out)
+    return out
 
 
 def write_split(demo: Path, out: Path, split: str, category: str) -> int:
@@ -120,6 +139,8 @@ def main(argv=None) -> int:
     if args.oracle in ("geometry", "geometry+relations"):
         modeling.SmolRGPTForConditionalGeneration.with_region_geometry = with_geometry(
             modeling.SmolRGPTForConditionalGeneration.with_region_geometry, relations=args.oracle != "geometry")
+    elif args.oracle == "contents":
+        init = with_contents_layer(init, args.out / "init_contents")
     elif args.oracle != "none":
         modeling.SmolRGPTForConditionalGeneration.region_vectors = oracle_region_vectors(args.oracle)
     run = args.out / f"run_{args.oracle}"

@@ -134,3 +134,35 @@ def test_distance_ceiling_probes_two_region_distances_with_and_without_the_depth
     (tmp_path / "val" / "scenes" / "000000.json").unlink()
     with pytest.raises(SystemExit, match=f"question {samples[0].id}: no scene file"):
         ceiling.scene_scale(samples[0])
+
+
+def test_oracle_contents_starts_from_a_copy_with_the_layer_added(tmp_path, tiny_processor):
+    from smolrgpt.modeling.checkpoint import load_checkpoint, save_checkpoint
+    from smolrgpt.modeling.config import SmolRGPTConfig
+    from smolrgpt.modeling.model import SmolRGPTForConditionalGeneration
+
+    oracle = _load("oracle_regions")
+    torch.manual_seed(0)
+    model = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset("smolrgpt-tiny", region_contents=False))
+    save_checkpoint(model, tiny_processor, tmp_path / "init")
+    copy = oracle.with_contents_layer(tmp_path / "init", tmp_path / "copy")
+    loaded, _ = load_checkpoint(copy)
+    assert loaded.config.region_contents and not loaded.region_contents.output.weight.any()
+    original = model.state_dict()
+    assert all(torch.equal(v, original[k]) for k, v in loaded.state_dict().items() if k in original)
+    assert {k for k in loaded.state_dict() if k not in original} == {
+        f"region_contents.{name}" for name, _ in loaded.region_contents.named_parameters()}
+
+
+def test_count_by_buffer_splits_the_masks_as_the_count_questions_name_them():
+    import pytest
+
+    count = _load("count_by_buffer")
+    question = ("<image>\nWith the buffer zones <mask> <mask> and the pallets <mask> <mask> <mask> in view, how "
+                "many pallets are within the buffer area closest to the shelf <mask>?")
+    assert count.buffers_and_pallets(question, "val.json record 7") == (2, 3)
+    assert count.selection_kind(question) == "shelf"
+    assert count.selection_kind("Using the buffer masks <mask> and pallet masks <mask>, how many pallets are "
+                                "there in the central buffer area?") == "middle"
+    with pytest.raises(SystemExit, match="val.json record 7: cannot tell the buffer masks from the pallet masks"):
+        count.buffers_and_pallets("How many pallets stand in <mask>?", "val.json record 7")

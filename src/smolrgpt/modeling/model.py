@@ -11,6 +11,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from smolrgpt.modeling.config import SmolRGPTConfig
 from smolrgpt.modeling.connector import Connector
+from smolrgpt.modeling.contents import RegionContents
 from smolrgpt.modeling.geometry import geometry_code
 from smolrgpt.modeling.region import Refiner, pool_refined
 
@@ -59,7 +60,9 @@ class SmolRGPTPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.ConvTranspose2d, nn.Conv2d)):
+        if isinstance(module, RegionContents):
+            module.reset_parameters()  # its output layer starts at zero (after its Linear children's init)
+        elif isinstance(module, (nn.Linear, nn.ConvTranspose2d, nn.Conv2d)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
@@ -91,6 +94,7 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         self.depth_connector = Connector(vision_hidden, text_hidden, config.pixel_shuffle_factor)
         self.rgb_refiner = Refiner(text_hidden, config.refiner_layers, config.layer_norm_2d_eps)
         self.depth_refiner = Refiner(text_hidden, config.refiner_layers, config.layer_norm_2d_eps)
+        self.region_contents = RegionContents(text_hidden, text_hidden) if config.region_contents else None
         self.post_init()
         # A randomly initialised encoder: SigLIP's own init gives each patch position a random vector about
         # 4x weaker than the patch content, and a linear probe then recovers a region's image x from its
@@ -140,15 +144,25 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
             raise InputMismatchError("regions were given but the batch has no depth maps")
         check_region_order(region_sample_index)  # before pooling, which relies on it
         eps = self.config.mask_pool_eps
-        return self.with_region_geometry(
+        return self.finish_region_vectors(
             pool_refined(self.rgb_refiner, frames.image_tokens, region_masks, region_sample_index, eps),
             pool_refined(self.depth_refiner, frames.depth_tokens, region_masks, region_sample_index, eps),
             region_masks, region_sample_index)
 
+    def finish_region_vectors(self, rgb: torch.Tensor, depth: torch.Tensor, region_masks: torch.Tensor,
+                              region_sample_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled region vectors -> the vectors spliced into the prompt: plus, when `config.region_contents`,
+        what lies on each region (modeling/contents.py), then the geometry code. Training and the inference
+        engine both finish region vectors here."""
+        if self.region_contents is not None:
+            update = self.region_contents(rgb, depth, region_masks, region_sample_index)
+            rgb, depth = rgb + update, depth + update
+        return self.with_region_geometry(rgb, depth, region_masks, region_sample_index)
+
     def with_region_geometry(self, rgb: torch.Tensor, depth: torch.Tensor, region_masks: torch.Tensor,
                              region_sample_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled region vectors plus, when `config.region_geometry`, the masks' geometry code
-        (modeling/geometry.py); training and the inference engine both finish region vectors here."""
+        """Region vectors plus, when `config.region_geometry`, the masks' geometry code
+        (modeling/geometry.py)."""
         if not self.config.region_geometry:
             return rgb, depth
         code = geometry_code(region_masks, region_sample_index, rgb.shape[-1],

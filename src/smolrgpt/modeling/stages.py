@@ -4,14 +4,21 @@ from __future__ import annotations
 from torch import nn
 
 # Stage 1 aligns the RGB connector; stage 2 warms up both connectors and refiners with the LM frozen;
-# stage 3 trains everything except the shared vision encoder.
+# stage 3 trains everything except the shared vision encoder. The optional region contents layer
+# (modeling/contents.py) reads the language model's own embedding space, so it trains with the language
+# model in stage 3; a model without it simply has none (see `present_modules`).
 TRAINABLE_MODULES = {
     1: ("rgb_connector",),
     2: ("rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner"),
-    3: ("rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner", "language_model"),
+    3: ("rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner", "region_contents", "language_model"),
 }
 TOP_LEVEL_MODULES = ("vision_tower", "rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner",
-                     "language_model")
+                     "region_contents", "language_model")
+
+
+def present_modules(model: nn.Module, names) -> tuple[str, ...]:
+    """The names among `names` that the model has (optional modules are None when their option is off)."""
+    return tuple(name for name in names if getattr(model, name, None) is not None)
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -20,12 +27,13 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def parameter_summary(model: nn.Module) -> dict:
-    modules = {name: count_parameters(getattr(model, name)) for name in TOP_LEVEL_MODULES}
+    modules = {name: count_parameters(getattr(model, name)) for name in present_modules(model, TOP_LEVEL_MODULES)}
     return {
         "total_params": count_parameters(model),
         "modules": modules,
         "trainable_params_by_stage": {
-            str(stage): sum(modules[name] for name in names) for stage, names in TRAINABLE_MODULES.items()
+            str(stage): sum(modules[name] for name in present_modules(model, names))
+            for stage, names in TRAINABLE_MODULES.items()
         },
     }
 
@@ -35,5 +43,5 @@ def set_trainable(model: nn.Module, stage: int) -> None:
     if stage not in TRAINABLE_MODULES:
         raise ValueError(f"stage must be one of {sorted(TRAINABLE_MODULES)}, got {stage}")
     model.requires_grad_(False)
-    for name in TRAINABLE_MODULES[stage]:
+    for name in present_modules(model, TRAINABLE_MODULES[stage]):
         getattr(model, name).requires_grad_(True)

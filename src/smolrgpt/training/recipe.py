@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from smolrgpt.errors import ConfigError
-from smolrgpt.modeling.stages import TRAINABLE_MODULES, set_trainable
+from smolrgpt.modeling.stages import TRAINABLE_MODULES, present_modules, set_trainable
 from smolrgpt.processing.prompt import IGNORE_INDEX
 
 # Which learning rate (optim.lr.<family>) each trainable module uses.
@@ -34,14 +34,15 @@ MODULE_FAMILY = {
     "depth_connector": "connectors",
     "rgb_refiner": "refiners",
     "depth_refiner": "refiners",
+    "region_contents": "language_model",  # trained from scratch with the language model (modeling/contents.py)
     "language_model": "language_model",
     "vision_tower": "vision_tower",
 }
 
 
-def trained_modules(stage: int, lr=None) -> tuple[str, ...]:
-    """The stage's modules, plus the vision encoder when `lr.vision_tower` is positive."""
-    names = TRAINABLE_MODULES[stage]
+def trained_modules(model: nn.Module, stage: int, lr=None) -> tuple[str, ...]:
+    """The stage's modules that the model has, plus the vision encoder when `lr.vision_tower` is positive."""
+    names = present_modules(model, TRAINABLE_MODULES[stage])
     if lr is not None and getattr(lr, "vision_tower", 0.0) > 0:
         names = ("vision_tower",) + names
     return names
@@ -50,7 +51,7 @@ def trained_modules(stage: int, lr=None) -> tuple[str, ...]:
 def freeze_for_stage(model: nn.Module, stage: int, lr=None) -> dict[str, int]:
     """Apply the stage's freezing; returns trainable parameters per top-level module."""
     set_trainable(model, stage)
-    names = trained_modules(stage, lr)
+    names = trained_modules(model, stage, lr)
     for name in names:
         getattr(model, name).requires_grad_(True)
     counts = {}
@@ -69,7 +70,7 @@ def parameter_groups(model: nn.Module, stage: int, lr, weight_decay: float) -> l
     """
     seen: set[int] = set()
     groups = []
-    for module_name in trained_modules(stage, lr):
+    for module_name in trained_modules(model, stage, lr):
         family = MODULE_FAMILY[module_name]
         peak = float(getattr(lr, family))
         decay, no_decay = [], []

@@ -1,0 +1,132 @@
+"""The region contents layer: which masks count as lying on which, that it sums (so it can count), that it
+starts as the model without it, where it trains, and that training and the inference engine add the same."""
+import pytest
+import torch
+
+from smolrgpt.data.sample import Region
+from smolrgpt.engine import Question, SmolRGPT
+from smolrgpt.modeling.config import SmolRGPTConfig
+from smolrgpt.modeling.contents import RegionContents
+from smolrgpt.modeling.geometry import overlap_shares
+from smolrgpt.modeling.model import FrameFeatures, SmolRGPTForConditionalGeneration
+from smolrgpt.training import recipe
+from smolrgpt.training.config import LearningRates
+
+from conftest import liven, make_frame, make_sample
+
+GRID = 16
+
+
+def _box(top, left, bottom, right, grid=GRID):
+    mask = torch.zeros(grid, grid)
+    mask[top:bottom, left:right] = 1.0
+    return mask
+
+
+def _lively(contents: RegionContents) -> RegionContents:
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for layer in (contents.message, contents.receive, contents.output):
+            layer.weight.normal_(0, 0.5)
+            layer.bias.normal_(0, 0.5)
+    return contents
+
+
+def test_edges_mark_the_masks_lying_on_each_mask_within_its_row():
+    buffer, inside, beside, far = _box(2, 2, 10, 10), _box(4, 4, 6, 6), _box(4, 11, 6, 13), _box(12, 12, 15, 15)
+    masks = torch.stack([buffer, inside, beside, far, inside])
+    index = torch.tensor([0, 0, 0, 0, 1])  # the last mask is the same pallet in another question
+    shares = overlap_shares(masks, index)
+    # (i, j): the share of mask i on or within one cell of mask j. The pallet two columns right of the
+    # buffer's last column is beyond that cell; a quarter of the buffer lies on or beside the inside pallet.
+    assert shares[1, 0] == 1.0 and shares[2, 0] == 0.0 and shares[3, 0] == 0.0
+    assert shares[0, 1] == pytest.approx(16 / 64)
+    edges = RegionContents(8, 8).edges(masks, index).detach()  # (i, j): how much j counts as lying on i
+    sigmoid = lambda share: torch.sigmoid(torch.tensor(10 * (share - 0.5))).item()  # noqa: E731
+    assert edges[0, 1] == pytest.approx(sigmoid(1.0)) and edges[0, 2] == pytest.approx(sigmoid(0.0))
+    assert edges[1, 0] == pytest.approx(sigmoid(0.25))
+    assert not edges.diagonal().any() and not edges[4, :4].any() and not edges[:4, 4].any()
+
+
+def test_the_sum_makes_the_update_depend_on_how_many_members_there_are():
+    contents = _lively(RegionContents(8, 16)).eval()
+    buffer, pallet_a, pallet_b, outside = _box(0, 0, 12, 12), _box(1, 1, 4, 4), _box(6, 6, 9, 9), _box(13, 13, 16, 16)
+    vectors = torch.ones(4, 8)  # identical members: a mean (or max) would not tell one from two
+
+    def update(masks):
+        index = torch.zeros(len(masks), dtype=torch.long)
+        with torch.no_grad():
+            return contents(vectors[:len(masks)], vectors[:len(masks)], torch.stack(masks), index)[0]
+
+    one, two = update([buffer, pallet_a, outside]), update([buffer, pallet_a, pallet_b])
+    assert not torch.allclose(one, two, atol=1e-3)
+    # a mask that does not lie on the buffer changes nothing (only its soft edge's 0.7% weight)
+    alone = update([buffer, pallet_a])
+    assert torch.allclose(one, alone, atol=0.05 * (one - two).abs().max().item())
+
+
+def test_a_model_with_the_option_starts_as_the_model_without_it(tmp_path):
+    torch.manual_seed(0)
+    plain = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset("smolrgpt-tiny")).eval()
+    plain.save_pretrained(tmp_path)
+    config = SmolRGPTConfig.from_pretrained(tmp_path)
+    config.region_contents = True
+    with_layer = SmolRGPTForConditionalGeneration.from_pretrained(tmp_path, config=config).eval()
+    assert with_layer.region_contents is not None and not with_layer.region_contents.output.weight.any()
+    grid, hidden, tokens = config.mask_grid, config.text_config.hidden_size, config.num_image_tokens
+    frames = FrameFeatures(torch.randn(1, tokens, hidden), torch.randn(1, tokens, hidden))
+    masks = torch.stack([_box(0, 0, 40, 40, grid), _box(5, 5, 15, 15, grid)])
+    index = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        expected = plain.region_vectors(frames, masks, index)
+        got = with_layer.region_vectors(frames, masks, index)
+        _lively(with_layer.region_contents)
+        changed = with_layer.region_vectors(frames, masks, index)
+    assert all(torch.equal(a, b) for a, b in zip(expected, got))
+    assert not torch.allclose(changed[0], expected[0], atol=1e-3)
+    # saved and loaded with its weights, it gives the same vectors
+    with_layer.save_pretrained(tmp_path / "with_layer")
+    again = SmolRGPTForConditionalGeneration.from_pretrained(tmp_path / "with_layer").eval()
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(changed, again.region_vectors(frames, masks, index)))
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_it_trains_in_stage_3_at_the_language_models_rate(stage):
+    torch.manual_seed(0)
+    model = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset("smolrgpt-tiny", region_contents=True))
+    counts = recipe.freeze_for_stage(model, stage)
+    assert ("region_contents" in counts) == (stage == 3)
+    assert any(p.requires_grad for p in model.region_contents.parameters()) == (stage == 3)
+    if stage == 3:
+        assert counts["region_contents"] == sum(p.numel() for p in model.region_contents.parameters())
+        groups = recipe.parameter_groups(model, 3, LearningRates(connectors=1e-4, refiners=2e-4,
+                                                                  language_model=3e-5), 0.01)
+        rates = {g["name"]: g["lr"] for g in groups if g["name"].startswith("region_contents")}
+        assert rates == {"region_contents/decay": 3e-5, "region_contents/no_decay": 3e-5}
+
+
+def test_the_engine_adds_what_training_adds(tiny_processor):
+    torch.manual_seed(0)
+    model = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset("smolrgpt-tiny", region_contents=True))
+    engine = SmolRGPT(liven(model.eval()), tiny_processor, batch_size=2, max_new_tokens=8)
+    _lively(model.region_contents)
+    rgb, depth = make_frame(0)
+    frame = engine.frame(rgb, depth)
+    question, boxes = "How many pallets are in the buffer <mask>: <mask> <mask>?", [[0, 0, 120, 80], [10, 10, 40, 40],
+                                                                                    [130, 60, 159, 89]]
+    sample = make_sample("0", seed=0, question=question, answer=None, boxes=boxes)
+    batch = tiny_processor([sample], train=False)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        tokens = model.generate(**inputs, max_new_tokens=8, eos_token_id=tiny_processor.eos_token_id,
+                                pad_token_id=tiny_processor.pad_token_id)
+        frames = model.encode_frames(inputs["pixel_values"], inputs["depth_values"])
+        masks, index = inputs["region_masks"], inputs["region_sample_index"]
+        with_layer, layer = model.region_vectors(frames, masks, index)[0], model.region_contents
+        model.region_contents = None
+        without = model.region_vectors(frames, masks, index)[0]
+        model.region_contents = layer
+    answer = engine.ask_batch([Question(frame, question, [Region("box", b) for b in boxes])], normalize=False)[0]
+    assert answer.text == tiny_processor.decode(tokens[0])
+    assert (with_layer - without)[0].abs().max() > 0.1  # the buffer's vectors change: the layer is covered
