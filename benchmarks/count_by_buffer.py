@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
     from PIL import Image
+    from tqdm import tqdm
 
     from smolrgpt.data import open_dataset
     from smolrgpt.modeling.geometry import overlap_shares
@@ -59,9 +60,12 @@ def main(argv=None) -> int:
         row = json.loads(line)
         predicted[row["id"]] = row.get("normalized_answer")
     totals, kinds = collections.Counter(), collections.defaultdict(collections.Counter)
-    for sample in open_dataset(args.data, "track3", images_root=args.images_root, validate=False):
+    samples = open_dataset(args.data, "track3", images_root=args.images_root, validate=False)
+    for sample in tqdm(samples, desc="questions", unit="question"):
         if sample.category != "count":
             continue
+        if sample.normalized_answer is None:
+            raise SystemExit(f"{args.data} record {sample.id}: no normalized_answer to compare with")
         if sample.id not in predicted:
             raise SystemExit(f"{args.predictions}: no prediction for record {sample.id} of {args.data}")
         n_buffers, n_pallets = buffers_and_pallets(sample.question, f"{args.data} record {sample.id}")
