@@ -7,8 +7,8 @@ by the model's own region geometry code (modeling/geometry.py) in their place (`
 to them (`geometry`, the `region_geometry` option, switched on for a starting checkpoint without it;
 `geometry+relations` also switches on `region_relations`; `contents` starts from a copy of the checkpoint
 with the learned `region_contents` layer added, its output at zero, and the vectors as the model computes
-them). It
-prints the validation accuracy at each evaluation. A language model that stays at chance even with oracle
+them; `contents+comparisons` adds the `region_comparisons` layer too, or alone where the checkpoint has
+contents already). It prints the validation accuracy at each evaluation. A language model that stays at chance even with oracle
 vectors says the bottleneck is the language model (from-scratch start, size, samples seen), not the
 visual features.
 
@@ -32,7 +32,10 @@ import torch
 
 from smolrgpt.modeling.geometry import region_slots
 
-ORACLES = ("none", "x", "x+index", "geometry-only", "geometry", "geometry+relations", "contents")
+ORACLES = ("none", "x", "x+index", "geometry-only", "geometry", "geometry+relations", "contents",
+           "contents+comparisons")
+# The learned layers each of those oracles adds to a copy of the starting checkpoint.
+ADDED_LAYERS = {"contents": ("region_contents",), "contents+comparisons": ("region_contents", "region_comparisons")}
 X_FREQUENCIES = 8  # sin/cos pairs of the centroid x: 16 channels
 MAX_INDEX = 16
 
@@ -75,9 +78,10 @@ def with_geometry(original, relations: bool = False):
     return with_region_geometry
 
 
-def with_contents_layer(init: Path, out: Path) -> Path:
-    """A copy of checkpoint `init` in `out` with `region_contents` on: the layer is new (its output starts at
-    zero, so the copy answers as `init` does) and everything else is `init`'s."""
+def with_added_layers(init: Path, out: Path, options: tuple[str, ...]) -> Path:
+    """A copy of checkpoint `init` in `out` with the config `options` on (`region_contents`, ...): a layer
+    `init` lacks is new (its output starts at zero, so the copy answers as `init` does) and everything else
+    is `init`'s."""
     from smolrgpt.modeling.checkpoint import save_checkpoint
     from smolrgpt.modeling.config import SmolRGPTConfig
     from smolrgpt.modeling.model import SmolRGPTForConditionalGeneration
@@ -85,7 +89,8 @@ def with_contents_layer(init: Path, out: Path) -> Path:
 
     if not (out / "config.json").is_file():
         config = SmolRGPTConfig.from_pretrained(init)
-        config.region_contents = True
+        for option in options:
+            setattr(config, option, True)
         torch.manual_seed(0)  # the new layer's random init, so that a rerun starts from the same copy
         model = SmolRGPTForConditionalGeneration.from_pretrained(init, config=config)
         save_checkpoint(model, SmolRGPTProcessor.from_pretrained(init), out)
@@ -139,8 +144,8 @@ def main(argv=None) -> int:
     if args.oracle in ("geometry", "geometry+relations"):
         modeling.SmolRGPTForConditionalGeneration.with_region_geometry = with_geometry(
             modeling.SmolRGPTForConditionalGeneration.with_region_geometry, relations=args.oracle != "geometry")
-    elif args.oracle == "contents":
-        init = with_contents_layer(init, args.out / "init_contents")
+    elif args.oracle in ADDED_LAYERS:
+        init = with_added_layers(init, args.out / f"init_{args.oracle}", ADDED_LAYERS[args.oracle])
     elif args.oracle != "none":
         modeling.SmolRGPTForConditionalGeneration.region_vectors = oracle_region_vectors(args.oracle)
     run = args.out / f"run_{args.oracle}"

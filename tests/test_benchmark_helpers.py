@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -136,22 +137,28 @@ def test_distance_ceiling_probes_two_region_distances_with_and_without_the_depth
         ceiling.scene_scale(samples[0])
 
 
-def test_oracle_contents_starts_from_a_copy_with_the_layer_added(tmp_path, tiny_processor):
+@pytest.mark.parametrize("oracle_name", ["contents", "contents+comparisons"])
+def test_oracle_layers_start_from_a_copy_with_the_layers_added(tmp_path, tiny_processor, oracle_name):
     from smolrgpt.modeling.checkpoint import load_checkpoint, save_checkpoint
     from smolrgpt.modeling.config import SmolRGPTConfig
     from smolrgpt.modeling.model import SmolRGPTForConditionalGeneration
 
     oracle = _load("oracle_regions")
     torch.manual_seed(0)
-    model = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset("smolrgpt-tiny", region_contents=False))
+    model = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset(
+        "smolrgpt-tiny", region_contents=False, region_comparisons=False))
     save_checkpoint(model, tiny_processor, tmp_path / "init")
-    copy = oracle.with_contents_layer(tmp_path / "init", tmp_path / "copy")
+    options = oracle.ADDED_LAYERS[oracle_name]
+    copy = oracle.with_added_layers(tmp_path / "init", tmp_path / "copy", options)
     loaded, _ = load_checkpoint(copy)
-    assert loaded.config.region_contents and not loaded.region_contents.output.weight.any()
     original = model.state_dict()
     assert all(torch.equal(v, original[k]) for k, v in loaded.state_dict().items() if k in original)
-    assert {k for k in loaded.state_dict() if k not in original} == {
-        f"region_contents.{name}" for name, _ in loaded.region_contents.named_parameters()}
+    added = set()
+    for option in options:
+        layer = getattr(loaded, option)
+        assert getattr(loaded.config, option) and not layer.output.weight.any()
+        added |= {f"{option}.{name}" for name, _ in layer.named_parameters()}
+    assert {k for k in loaded.state_dict() if k not in original} == added
 
 
 def test_count_by_buffer_splits_the_masks_as_the_count_questions_name_them():

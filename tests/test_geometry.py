@@ -88,10 +88,11 @@ def test_models_built_for_training_keep_the_presets_options():
 
     model, _ = build_initial_model(ModelSection(init="preset:smolrgpt-tiny"), max_length=128)
     assert model.config.region_geometry and model.config.region_contents and model.region_contents is not None
+    assert model.config.region_comparisons and model.region_comparisons is not None
     model, _ = build_from_backbones(preset="smolrgpt-tiny", region_geometry=False)
     assert not model.config.region_geometry
     model, _ = build_from_backbones(preset="smolrgpt-135m")  # the paper's architecture: off
-    assert not model.config.region_geometry and model.region_contents is None
+    assert not model.config.region_geometry and model.region_contents is None and model.region_comparisons is None
 
 
 def test_relation_code_is_the_share_of_each_mask_on_or_beside_each_other_mask_of_its_row():

@@ -49,10 +49,11 @@ def test_schedule_without_warmup_and_tiny_runs():
 def test_parameter_groups_and_frozen_modules(tiny_model, stage):
     counts = recipe.freeze_for_stage(tiny_model, stage)
     assert set(counts) == set(TRAINABLE_MODULES[stage])
-    assert tiny_model.region_contents is not None  # on in the tiny preset, so every module name is covered
+    # both region layers are on in the tiny preset, so every module name is covered
+    assert tiny_model.region_contents is not None and tiny_model.region_comparisons is not None
     assert not any(p.requires_grad for p in tiny_model.vision_tower.parameters())
     for name in ("rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner", "region_contents",
-                 "language_model"):
+                 "region_comparisons", "language_model"):
         trains = any(p.requires_grad for p in getattr(tiny_model, name).parameters())
         assert trains == (name in TRAINABLE_MODULES[stage])
     lr = LearningRates(connectors=1e-4, refiners=2e-4, language_model=3e-5)

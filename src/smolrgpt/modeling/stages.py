@@ -4,16 +4,17 @@ from __future__ import annotations
 from torch import nn
 
 # Stage 1 aligns the RGB connector; stage 2 warms up both connectors and refiners with the LM frozen;
-# stage 3 trains everything except the shared vision encoder. The optional region contents layer
-# (modeling/contents.py) reads the language model's own embedding space, so it trains with the language
-# model in stage 3; a model without it simply has none (see `present_modules`).
+# stage 3 trains everything except the shared vision encoder. The optional region contents and comparisons
+# layers (modeling/contents.py, comparisons.py) read the language model's own embedding space, so they
+# train with the language model in stage 3; a model without them simply has none (see `present_modules`).
 TRAINABLE_MODULES = {
     1: ("rgb_connector",),
     2: ("rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner"),
-    3: ("rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner", "region_contents", "language_model"),
+    3: ("rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner", "region_contents",
+        "region_comparisons", "language_model"),
 }
 TOP_LEVEL_MODULES = ("vision_tower", "rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner",
-                     "region_contents", "language_model")
+                     "region_contents", "region_comparisons", "language_model")
 
 
 def present_modules(model: nn.Module, names) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ MODULE_FAMILY = {
     "rgb_refiner": "refiners",
     "depth_refiner": "refiners",
     "region_contents": "language_model",  # trained from scratch with the language model (modeling/contents.py)
+    "region_comparisons": "language_model",  # likewise (modeling/comparisons.py)
     "language_model": "language_model",
     "vision_tower": "vision_tower",
 }

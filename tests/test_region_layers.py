@@ -1,13 +1,16 @@
-"""The region contents layer: which masks count as lying on which, that it sums (so it can count), that it
-starts as the model without it, where it trains, and that training and the inference engine add the same."""
+"""The learned region layers. Contents: which masks count as lying on which, and that it sums (so it can
+count). Comparisons: its pair features, that it sees only the other masks of the same question and sums (so
+it can count the masks to a region's left). Both: that each starts as the model without it, where it trains,
+and that training and the inference engine add the same."""
 import pytest
 import torch
 
 from smolrgpt.data.sample import Region
 from smolrgpt.engine import Question, SmolRGPT
+from smolrgpt.modeling.comparisons import RegionComparisons, pair_features
 from smolrgpt.modeling.config import SmolRGPTConfig
 from smolrgpt.modeling.contents import RegionContents
-from smolrgpt.modeling.geometry import overlap_shares
+from smolrgpt.modeling.geometry import mask_places, overlap_shares
 from smolrgpt.modeling.model import FrameFeatures, SmolRGPTForConditionalGeneration
 from smolrgpt.training import recipe
 from smolrgpt.training.config import LearningRates
@@ -23,13 +26,18 @@ def _box(top, left, bottom, right, grid=GRID):
     return mask
 
 
-def _lively(contents: RegionContents) -> RegionContents:
+LAYERS = ("region_contents", "region_comparisons")
+
+
+def _lively(layer):
+    """Large random weights in all of a region layer's Linears (the output ones start at zero)."""
     torch.manual_seed(1)
     with torch.no_grad():
-        for layer in (contents.message, contents.receive, contents.output):
-            layer.weight.normal_(0, 0.5)
-            layer.bias.normal_(0, 0.5)
-    return contents
+        for linear in layer.modules():
+            if isinstance(linear, torch.nn.Linear):
+                linear.weight.normal_(0, 0.5)
+                linear.bias.normal_(0, 0.5)
+    return layer
 
 
 def test_edges_mark_the_masks_lying_on_each_mask_within_its_row():
@@ -65,14 +73,17 @@ def test_the_sum_makes_the_update_depend_on_how_many_members_there_are():
     assert torch.allclose(one, alone, atol=0.05 * (one - two).abs().max().item())
 
 
-def test_a_model_with_the_option_starts_as_the_model_without_it(tmp_path):
+@pytest.mark.parametrize("option", LAYERS)
+def test_a_model_with_the_option_starts_as_the_model_without_it(tmp_path, option):
     torch.manual_seed(0)
-    plain = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset("smolrgpt-tiny")).eval()
+    plain = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset("smolrgpt-tiny", **{option: False})).eval()
     plain.save_pretrained(tmp_path)
     config = SmolRGPTConfig.from_pretrained(tmp_path)
-    config.region_contents = True
+    setattr(config, option, True)
+    # loading initialises only the new layer's weights, its output Linear at zero
     with_layer = SmolRGPTForConditionalGeneration.from_pretrained(tmp_path, config=config).eval()
-    assert with_layer.region_contents is not None and not with_layer.region_contents.output.weight.any()
+    layer = getattr(with_layer, option)
+    assert layer is not None and not layer.output.weight.any() and layer.output.bias is not None
     grid, hidden, tokens = config.mask_grid, config.text_config.hidden_size, config.num_image_tokens
     frames = FrameFeatures(torch.randn(1, tokens, hidden), torch.randn(1, tokens, hidden))
     masks = torch.stack([_box(0, 0, 40, 40, grid), _box(5, 5, 15, 15, grid)])
@@ -80,7 +91,7 @@ def test_a_model_with_the_option_starts_as_the_model_without_it(tmp_path):
     with torch.no_grad():
         expected = plain.region_vectors(frames, masks, index)
         got = with_layer.region_vectors(frames, masks, index)
-        _lively(with_layer.region_contents)
+        _lively(layer)
         changed = with_layer.region_vectors(frames, masks, index)
     assert all(torch.equal(a, b) for a, b in zip(expected, got))
     assert not torch.allclose(changed[0], expected[0], atol=1e-3)
@@ -91,26 +102,29 @@ def test_a_model_with_the_option_starts_as_the_model_without_it(tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(changed, again.region_vectors(frames, masks, index)))
 
 
+@pytest.mark.parametrize("option", LAYERS)
 @pytest.mark.parametrize("stage", [1, 2, 3])
-def test_it_trains_in_stage_3_at_the_language_models_rate(stage):
+def test_it_trains_in_stage_3_at_the_language_models_rate(stage, option):
     torch.manual_seed(0)
-    model = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset("smolrgpt-tiny", region_contents=True))
+    model = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset("smolrgpt-tiny", **{option: True}))
+    layer = getattr(model, option)
     counts = recipe.freeze_for_stage(model, stage)
-    assert ("region_contents" in counts) == (stage == 3)
-    assert any(p.requires_grad for p in model.region_contents.parameters()) == (stage == 3)
+    assert (option in counts) == (stage == 3)
+    assert any(p.requires_grad for p in layer.parameters()) == (stage == 3)
     if stage == 3:
-        assert counts["region_contents"] == sum(p.numel() for p in model.region_contents.parameters())
+        assert counts[option] == sum(p.numel() for p in layer.parameters())
         groups = recipe.parameter_groups(model, 3, LearningRates(connectors=1e-4, refiners=2e-4,
                                                                   language_model=3e-5), 0.01)
-        rates = {g["name"]: g["lr"] for g in groups if g["name"].startswith("region_contents")}
-        assert rates == {"region_contents/decay": 3e-5, "region_contents/no_decay": 3e-5}
+        rates = {g["name"]: g["lr"] for g in groups if g["name"].startswith(option)}
+        assert rates == {f"{option}/decay": 3e-5, f"{option}/no_decay": 3e-5}
 
 
-def test_the_engine_adds_what_training_adds(tiny_processor):
+@pytest.mark.parametrize("option", LAYERS)
+def test_the_engine_adds_what_training_adds(tiny_processor, option):
     torch.manual_seed(0)
-    model = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset("smolrgpt-tiny", region_contents=True))
+    model = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset("smolrgpt-tiny", **{option: True}))
     engine = SmolRGPT(liven(model.eval()), tiny_processor, batch_size=2, max_new_tokens=8)
-    _lively(model.region_contents)
+    _lively(getattr(model, option))
     rgb, depth = make_frame(0)
     frame = engine.frame(rgb, depth)
     question, boxes = "How many pallets are in the buffer <mask>: <mask> <mask>?", [[0, 0, 120, 80], [10, 10, 40, 40],
@@ -123,10 +137,56 @@ def test_the_engine_adds_what_training_adds(tiny_processor):
                                 pad_token_id=tiny_processor.pad_token_id)
         frames = model.encode_frames(inputs["pixel_values"], inputs["depth_values"])
         masks, index = inputs["region_masks"], inputs["region_sample_index"]
-        with_layer, layer = model.region_vectors(frames, masks, index)[0], model.region_contents
-        model.region_contents = None
+        with_layer, layer = model.region_vectors(frames, masks, index)[0], getattr(model, option)
+        setattr(model, option, None)
         without = model.region_vectors(frames, masks, index)[0]
-        model.region_contents = layer
+        setattr(model, option, layer)
     answer = engine.ask_batch([Question(frame, question, [Region("box", b) for b in boxes])], normalize=False)[0]
     assert answer.text == tiny_processor.decode(tokens[0])
     assert (with_layer - without)[0].abs().max() > 0.1  # the buffer's vectors change: the layer is covered
+
+
+def test_pair_features_are_the_offsets_of_the_other_masks_place():
+    masks = torch.stack([_box(0, 0, 4, 8), _box(8, 12, 16, 16)])
+    places, present = mask_places(masks)
+    # centroid x, y, box left, right, top, bottom; each cell's centre at (k + 0.5) / 16
+    assert places[0].tolist() == pytest.approx([4 / 16, 2 / 16, 0.5 / 16, 7.5 / 16, 0.5 / 16, 3.5 / 16])
+    assert present.all()
+    features = pair_features(places, torch.tensor([0]), torch.tensor([1]))[0]
+    offset = places[1] - places[0]
+    assert features[:6].tolist() == pytest.approx(offset.tolist())
+    assert features[6:].tolist() == pytest.approx(torch.tanh(16 * offset).tolist())
+    assert features[6] > 0.99  # mask 1 lies right of mask 0: the steep half is nearly a step
+
+
+def _left_counter(strength: float) -> RegionComparisons:
+    """Weights set by hand: unit 0 of each message is GELU(-strength * tanh(16 * (x_j - x_i))), about
+    `strength` for a mask j left of i and about 0 for one to its right, and the update's channel 0 passes
+    the sum on."""
+    layer = RegionComparisons(4, 4)
+    with torch.no_grad():
+        for linear in (layer.sender, layer.relation, layer.receive, layer.output):
+            linear.weight.zero_()
+            linear.bias.zero_()
+        layer.relation.weight[0, 6] = -strength  # feature 6: tanh of the centroid x offset
+        layer.receive.weight[0, 0] = layer.output.weight[0, 0] = 1.0
+    return layer
+
+
+def test_the_sum_counts_the_other_masks_of_the_question_to_a_regions_left():
+    layer = _left_counter(10.0)
+    columns = [(9, 11), (1, 3), (13, 15), (5, 7)]  # four masks, left to right: 2nd, 4th, 1st, 3rd
+    masks = [_box(4, a, 8, b) for a, b in columns]
+    index = torch.zeros(4, dtype=torch.long)
+
+    def counts(masks, index):
+        with torch.no_grad():
+            vectors = torch.randn(len(masks), 4)  # what the masks are plays no part with these weights
+            return layer(vectors, vectors, torch.stack(masks), index)[:4, 0]
+
+    got = counts(masks, index)
+    assert got.tolist() == pytest.approx([20.0, 0.0, 30.0, 10.0], abs=0.3)
+    # a mask of another question, or an empty mask, changes nothing
+    others = counts(masks + [_box(4, 0, 8, 1)], torch.tensor([0, 0, 0, 0, 1]))
+    empty = counts(masks + [torch.zeros(GRID, GRID)], torch.zeros(5, dtype=torch.long))
+    assert torch.equal(others, got) and torch.equal(empty, got)
