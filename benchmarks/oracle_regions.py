@@ -8,9 +8,9 @@ to them (`geometry`, the `region_geometry` option, switched on for a starting ch
 `geometry+relations` also switches on `region_relations`; `contents` starts from a copy of the checkpoint
 with the learned `region_contents` layer added, its output at zero, and the vectors as the model computes
 them; `contents+comparisons` adds the `region_comparisons` layer too, or alone where the checkpoint has
-contents already). It prints the validation accuracy at each evaluation. A language model that stays at chance even with oracle
-vectors says the bottleneck is the language model (from-scratch start, size, samples seen), not the
-visual features.
+contents already). It prints the validation accuracy at each evaluation. A language model that stays at
+chance even with oracle vectors says the bottleneck is the language model (from-scratch start, size,
+samples seen), not the visual features.
 
     python benchmarks/oracle_regions.py --demo runs/demo --out runs/oracle --category left_right \
         --oracle x+index --steps 600 optim.lr.language_model=3e-3
