@@ -244,5 +244,5 @@ class PreparedCache:
         if len(masks) != len(sample.regions):
             raise CacheError(f"sample {sample.id!r}: the cache holds {len(masks)} masks, the sample has "
                              f"{len(sample.regions)} regions (stale cache)")
-        return PreparedSample(sample.id, ids, labels, rgb, depth, masks)
+        return PreparedSample(sample.id, ids, labels, rgb, depth, masks, located.frame)
 

@@ -26,6 +26,17 @@ def check_region_order(region_sample_index: torch.Tensor) -> None:
         raise InputMismatchError("regions must be ordered by row (region_sample_index non-decreasing)")
 
 
+def check_frame_index(frame_index: torch.Tensor, rows: int, frames: int | None) -> None:
+    if frames is None:
+        raise InputMismatchError("frame_index was given without an image")
+    if frame_index.shape != (rows,):
+        raise InputMismatchError(f"frame_index has shape {tuple(frame_index.shape)}, the batch has {rows} rows")
+    if rows and (int(frame_index.min()) < 0 or int(frame_index.max()) >= frames):
+        raise InputMismatchError(f"frame_index {frame_index.tolist()} points outside the {frames} frames given")
+    if bool((frame_index[1:] < frame_index[:-1]).any()):
+        raise InputMismatchError("rows must be ordered by frame (frame_index non-decreasing)")
+
+
 @dataclass
 class FrameFeatures:
     """What a frame contributes, computed once and reusable by every question about that frame."""
@@ -148,15 +159,18 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         depth_tokens = self.depth_connector(patches[batch:])
         return FrameFeatures(rgb_tokens, depth_tokens)
 
-    def region_vectors(self, frames: FrameFeatures, region_masks: torch.Tensor,
-                       region_sample_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def region_vectors(self, frames: FrameFeatures, region_masks: torch.Tensor, region_sample_index: torch.Tensor,
+                       frame_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled, finished region vectors. With `frame_index` (the frame of each row), the refiners run once
+        per frame over the union of the tokens its rows' masks cover."""
         if frames.depth_tokens is None:
             raise InputMismatchError("regions were given but the batch has no depth maps")
         check_region_order(region_sample_index)  # before pooling, which relies on it
+        region_frame = region_sample_index if frame_index is None else frame_index[region_sample_index]
         eps = self.config.mask_pool_eps
         return self.finish_region_vectors(
-            pool_refined(self.rgb_refiner, frames.image_tokens, region_masks, region_sample_index, eps),
-            pool_refined(self.depth_refiner, frames.depth_tokens, region_masks, region_sample_index, eps),
+            pool_refined(self.rgb_refiner, frames.image_tokens, region_masks, region_frame, eps),
+            pool_refined(self.depth_refiner, frames.depth_tokens, region_masks, region_frame, eps),
             region_masks, region_sample_index)
 
     def finish_region_vectors(self, rgb: torch.Tensor, depth: torch.Tensor, region_masks: torch.Tensor,
@@ -226,27 +240,35 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         return embeds
 
     def prepare_embeddings(self, input_ids, pixel_values=None, depth_values=None, region_masks=None,
-                           region_sample_index=None, frames: FrameFeatures | None = None) -> torch.Tensor:
-        """Encode the frames (unless given) and the regions, then splice them into the token embeddings."""
+                           region_sample_index=None, frames: FrameFeatures | None = None,
+                           frame_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode the frames (unless given) and the regions, then splice them into the token embeddings.
+        `frame_index` [B] (non-decreasing): row b asks about frame frame_index[b] of the F frames given, so
+        questions about one frame share its encoding (a training batch groups them, `data.frame_group`)."""
         has_regions = region_masks is not None and region_masks.shape[0] > 0
         if frames is None and pixel_values is not None:
             frames = self.encode_frames(pixel_values, depth_values, need_regions=has_regions)
+        if frame_index is not None:
+            check_frame_index(frame_index, input_ids.shape[0], None if frames is None else frames.image_tokens.shape[0])
         region_rgb = region_depth = None
         if has_regions:
             if frames is None:
                 raise InputMismatchError("regions were given without an image")
-            region_rgb, region_depth = self.region_vectors(frames, region_masks, region_sample_index)
-        return self.embed_inputs(input_ids, None if frames is None else frames.image_tokens, region_rgb,
-                                 region_depth, region_sample_index if has_regions else None)
+            region_rgb, region_depth = self.region_vectors(frames, region_masks, region_sample_index, frame_index)
+        image_tokens = None if frames is None else frames.image_tokens
+        if image_tokens is not None and frame_index is not None:
+            image_tokens = image_tokens[frame_index]
+        return self.embed_inputs(input_ids, image_tokens, region_rgb, region_depth,
+                                 region_sample_index if has_regions else None)
 
     # -- training / scoring ----------------------------------------------------------------------------
     def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
                 pixel_values: torch.Tensor | None = None, depth_values: torch.Tensor | None = None,
                 region_masks: torch.Tensor | None = None, region_sample_index: torch.Tensor | None = None,
                 labels: torch.LongTensor | None = None, frames: FrameFeatures | None = None,
-                **kwargs) -> CausalLMOutputWithPast:
+                frame_index: torch.Tensor | None = None, **kwargs) -> CausalLMOutputWithPast:
         embeds = self.prepare_embeddings(input_ids, pixel_values, depth_values, region_masks,
-                                         region_sample_index, frames)
+                                         region_sample_index, frames, frame_index)
         return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
 
     # -- generation ------------------------------------------------------------------------------------
@@ -254,7 +276,8 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
     def generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
                  pixel_values: torch.Tensor | None = None, depth_values: torch.Tensor | None = None,
                  region_masks: torch.Tensor | None = None, region_sample_index: torch.Tensor | None = None,
-                 frames: FrameFeatures | None = None, inputs_embeds: torch.Tensor | None = None,
+                 frames: FrameFeatures | None = None, frame_index: torch.Tensor | None = None,
+                 inputs_embeds: torch.Tensor | None = None,
                  max_new_tokens: int = 64, do_sample: bool = False, temperature: float = 1.0,
                  top_p: float = 1.0, eos_token_id: int | None = None, pad_token_id: int | None = None,
                  **kwargs) -> torch.LongTensor:
@@ -266,7 +289,7 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
             raise InputMismatchError("batched generation needs left padding (a row ends with padding)")
         if inputs_embeds is None:
             inputs_embeds = self.prepare_embeddings(input_ids, pixel_values, depth_values, region_masks,
-                                                    region_sample_index, frames)
+                                                    region_sample_index, frames, frame_index)
         if attention_mask is None:
             attention_mask = torch.ones(input_ids.shape, dtype=torch.long, device=input_ids.device)
         sampling = dict(temperature=temperature, top_p=top_p, top_k=0) if do_sample else {}

@@ -30,6 +30,7 @@ class PreparedSample:
     pixel_values: np.ndarray  # float32 [3, S, S]
     depth_values: np.ndarray | None  # float32 [3, S, S]
     region_masks: np.ndarray  # float32 [R, G, G]
+    frame: str | None = None  # what identifies the frame (Sample.frame_key): rows that share it can share its encoding
 
 
 class SmolRGPTProcessor(ProcessorMixin):
@@ -101,7 +102,7 @@ class SmolRGPTProcessor(ProcessorMixin):
                 np.zeros((0, self.mask_grid_size, self.mask_grid_size), np.float32)
         except (ImageDecodeError, RegionDecodeError) as exc:
             raise SampleError(str(exc), sample_id=sample.id, source=sample.source) from None
-        return PreparedSample(sample.id, input_ids, labels, rgb, depth, masks)
+        return PreparedSample(sample.id, input_ids, labels, rgb, depth, masks, sample.frame_key())
 
     # -- batching ---------------------------------------------------------------------------------------
     def pad_prompts(self, ids: list[np.ndarray], labels: list[np.ndarray] | None = None,
@@ -134,19 +135,29 @@ class SmolRGPTProcessor(ProcessorMixin):
         return {"region_masks": torch.from_numpy(np.concatenate(region_masks)),
                 "region_sample_index": torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))}
 
-    def collate(self, prepared: list[PreparedSample], padding_side: str = "right") -> dict[str, torch.Tensor]:
-        """A batch: prompts padded to the longest sample (right for training, left for generation)."""
+    def collate(self, prepared: list[PreparedSample], padding_side: str = "right",
+                share_frames: bool = False) -> dict[str, torch.Tensor]:
+        """A batch: prompts padded to the longest sample (right for training, left for generation).
+        `share_frames`: neighbouring rows about the same frame (same `frame` key) get one copy of its pixels,
+        and `frame_index` [B] says which frame each row asks about (left out when no row shares)."""
         if not prepared:
             raise ValueError("cannot collate an empty batch")
         out = self.pad_prompts([p.input_ids for p in prepared], [p.labels for p in prepared], padding_side)
-        out["pixel_values"] = torch.from_numpy(np.stack([p.pixel_values for p in prepared]))
+        frame_index = _neighbour_frames([p.frame for p in prepared]) if share_frames else None
+        if frame_index is not None and frame_index[-1] == len(prepared) - 1:
+            frame_index = None  # every row has a frame of its own: the plain layout
+        firsts = prepared if frame_index is None else \
+            [prepared[i] for i in np.flatnonzero(np.diff(frame_index, prepend=-1))]
+        out["pixel_values"] = torch.from_numpy(np.stack([p.pixel_values for p in firsts]))
         regions = self.stack_regions([p.region_masks for p in prepared])
         if regions:
             # Frames without regions need no depth features: a zero map keeps the batch rectangular.
             zeros = np.zeros_like(prepared[0].pixel_values)
             out["depth_values"] = torch.from_numpy(
-                np.stack([p.depth_values if p.depth_values is not None else zeros for p in prepared]))
+                np.stack([p.depth_values if p.depth_values is not None else zeros for p in firsts]))
             out.update(regions)
+        if frame_index is not None:
+            out["frame_index"] = torch.from_numpy(frame_index)
         return out
 
     def __call__(self, samples: list[Sample], train: bool = True, padding_side: str | None = None):
@@ -162,6 +173,12 @@ class SmolRGPTProcessor(ProcessorMixin):
 
     def batch_decode(self, sequences) -> list[str]:
         return [self.decode(row) for row in sequences]
+
+
+def _neighbour_frames(keys: list[str | None]) -> np.ndarray:
+    """[B] int64: 0-based frame number of each row, a new number wherever the key changes (None: its own)."""
+    new = [i == 0 or k is None or k != keys[i - 1] for i, k in enumerate(keys)]
+    return np.cumsum(new, dtype=np.int64) - 1
 
 
 def _register_auto_class() -> None:

@@ -95,6 +95,10 @@ class DataSection:
     skip_invalid: bool = False
     group_by_length: bool = True
     mega_batch_steps: int = 16  # length-grouping window, in optimizer steps
+    # Up to this many questions about one frame go next to each other in a batch and share one encoder,
+    # connector and refiner pass (the frame's questions differ; its pixels and features do not). 1: each
+    # question is placed on its own.
+    frame_group: int = 1
     category_repeats: CategoryRepeats = field(default_factory=CategoryRepeats)
     lead_in: LeadIn = field(default_factory=LeadIn)
     # What the model learns to answer: the records' conversation text, or the short text that the answer
@@ -337,6 +341,7 @@ def validate(config: TrainingConfig) -> TrainingConfig:
         (0 <= d.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
         (d.max_length > 0, "data.max_length must be positive"),
         (d.mega_batch_steps > 0, "data.mega_batch_steps must be positive"),
+        (d.frame_group > 0, "data.frame_group must be positive (1: no grouping)"),
         (d.num_workers >= 0, "data.num_workers must be >= 0"),
         (o.weight_decay >= 0, "optim.weight_decay must be >= 0"),
         (o.max_grad_norm >= 0, "optim.max_grad_norm must be >= 0 (0 = no clipping)"),

@@ -212,6 +212,7 @@ class BatchPlan:
     group_by_length: bool = True
     mega_batch_steps: int = 16
     seed: int = 0
+    frame_group: int = 1  # up to this many questions about one frame next to each other (see `steps`)
 
     def __post_init__(self):
         if self.batch_size % (self.grad_accum * self.world_size):
@@ -226,15 +227,21 @@ class BatchPlan:
         full, rest = divmod(n, self.batch_size)
         return full + (1 if rest >= self.world_size else 0)
 
-    def steps(self, lengths: np.ndarray, epoch: int, repeats: np.ndarray | None = None) -> list[np.ndarray]:
+    def steps(self, lengths: np.ndarray, epoch: int, repeats: np.ndarray | None = None,
+              frames: np.ndarray | None = None) -> list[np.ndarray]:
         """The effective batches of `epoch`, in order. A last partial batch is kept when every process
         can get at least one sample of it (else those few samples wait for the next epoch's shuffle).
-        `repeats`: per-sample repeat factors (`sample_repeats`), or None for every sample once."""
+        `repeats`: per-sample repeat factors (`sample_repeats`), or None for every sample once.
+        `frames`: per-sample frame numbers (`frame_numbers`); with `frame_group` > 1 the epoch is cut into
+        units of up to that many samples of one frame, kept next to each other, so that a micro-batch
+        encodes each frame once for all its questions (the processor's `share_frames`)."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         pool = np.arange(len(lengths)) if repeats is None else epoch_pool(repeats, g)
         n = len(pool)
         order = pool[torch.randperm(n, generator=g).numpy()]
-        if self.group_by_length:
+        if self.frame_group > 1 and frames is not None:
+            order = self._frame_units_order(order, lengths, frames, g)
+        elif self.group_by_length:
             window = self.batch_size * self.mega_batch_steps
             chunks = []
             for start in range(0, n, window):
@@ -243,12 +250,36 @@ class BatchPlan:
                 chunks.append(block[np.argsort(-lengths[block], kind="stable")])
             order = np.concatenate(chunks)
         steps = [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
+        if self.frame_group > 1 and frames is not None:  # two units of one frame in a step become neighbours
+            steps = [step[np.argsort(frames[step], kind="stable")] for step in steps]
         if self.group_by_length and len(steps) > 1:
             # Shuffle whole steps so long and short batches alternate through the epoch.
             perm = torch.randperm(len(steps), generator=g).tolist()
             steps = [steps[i] for i in perm]
         # Dropped after the shuffle so the other steps' order is the same for every world size.
         return [s for s in steps if len(s) >= self.world_size]
+
+    def _frame_units_order(self, order: np.ndarray, lengths: np.ndarray, frames: np.ndarray,
+                           generator: torch.Generator) -> np.ndarray:
+        """`order` (shuffled) as units of up to `frame_group` samples of one frame, the units in a random
+        order (by longest member within each length-grouping window when `group_by_length`)."""
+        by_frame = order[np.argsort(frames[order], kind="stable")]  # each frame's samples together, still shuffled
+        starts = np.flatnonzero(np.diff(frames[by_frame], prepend=-1))
+        ends = np.append(starts[1:], len(by_frame))
+        units = [by_frame[i:min(i + self.frame_group, end)]
+                 for start, end in zip(starts, ends) for i in range(start, end, self.frame_group)]
+        units = [units[i] for i in torch.randperm(len(units), generator=generator).tolist()]
+        if self.group_by_length:
+            window, grouped, block, size = self.batch_size * self.mega_batch_steps, [], [], 0
+            for unit in units + [None]:
+                if unit is None or size >= window:
+                    grouped += sorted(block, key=lambda u: -int(lengths[u].max()))  # stable: ties stay random
+                    block, size = [], 0
+                if unit is not None:
+                    block.append(unit)
+                    size += len(unit)
+            units = grouped
+        return np.concatenate(units)
 
     def micro_batches(self, step: np.ndarray) -> list[np.ndarray]:
         """All micro-batches of one step, in the order (accumulation a, rank r) -> a * world + r."""
@@ -259,6 +290,13 @@ class BatchPlan:
 
     def rank_micro_batches(self, step: np.ndarray, rank: int) -> list[np.ndarray]:
         return self.micro_batches(step)[rank::self.world_size]
+
+
+def frame_numbers(samples: list) -> np.ndarray:
+    """[N] int64: a number per distinct frame (`Sample.frame_key`; a frame held in memory is its own)."""
+    numbers: dict = {}
+    return np.asarray([numbers.setdefault(s.frame_key() or ("id", i), len(numbers)) for i, s in enumerate(samples)],
+                      np.int64)
 
 
 def padding_tokens(lengths: np.ndarray, micro_batches: list[np.ndarray]) -> int:

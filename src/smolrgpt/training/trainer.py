@@ -20,8 +20,8 @@ from smolrgpt.training import distributed as D
 from smolrgpt.training import recipe, state as S
 from smolrgpt.training.config import TrainingConfig, config_from_dict, differences, read_yaml
 from smolrgpt.training.data import (BatchPlan, PreparedDataset, check_disjoint, epoch_loader, eval_batches,
-                                    epoch_size, load_samples, open_cache, sample_repeats, split_by_frame,
-                                    token_lengths, with_normalized_answers)
+                                    epoch_size, frame_numbers, load_samples, open_cache, sample_repeats,
+                                    split_by_frame, token_lengths, with_normalized_answers)
 from smolrgpt.training.monitor import Monitor
 
 DONE = "DONE"
@@ -74,7 +74,8 @@ class Trainer:
         torch.manual_seed(config.train.seed)
         np.random.seed(config.train.seed)
         self.plan = BatchPlan(config.train.batch_size, config.train.grad_accum, self.world.size,
-                              config.data.group_by_length, config.data.mega_batch_steps, config.train.seed)
+                              config.data.group_by_length, config.data.mega_batch_steps, config.train.seed,
+                              config.data.frame_group)
 
     # -- setup ---------------------------------------------------------------------------------------
     def _resume_source(self) -> Path | None:
@@ -135,6 +136,7 @@ class Trainer:
         skip = cfg.data.skip_invalid
         self.train_samples, self.lengths, dropped = token_lengths(self.train_samples, processor, skip)
         self.repeats = sample_repeats(self.train_samples, cfg.data.category_repeats)
+        self.sample_frames = frame_numbers(self.train_samples) if cfg.data.frame_group > 1 else None
         if self.val_samples:
             self.val_samples, _, dropped_val = token_lengths(self.val_samples, processor, skip)
             dropped += dropped_val
@@ -312,7 +314,8 @@ class Trainer:
     def training_batches(self, steps: list[np.ndarray], num_workers: int):
         """(this rank's micro-batches, micro-batches per step) of the given optimizer steps."""
         dataset = PreparedDataset(self.train_samples, self.processor, train=True, cache=self.train_cache)
-        collate = lambda items: self.processor.collate(items, "right")  # noqa: E731
+        share = self.cfg.data.frame_group > 1
+        collate = lambda items: self.processor.collate(items, "right", share_frames=share)  # noqa: E731
         return epoch_loader(dataset, self.plan, steps, self.world.rank, collate, num_workers)
 
     def fit(self) -> dict:
@@ -343,7 +346,7 @@ class Trainer:
             else:
                 repeats, per_epoch, end = self.repeats, self.steps_per_epoch, self.total_steps
                 seed_epoch = self.epoch
-            steps = self.plan.steps(self.lengths, seed_epoch, repeats)[self.step_in_epoch:]
+            steps = self.plan.steps(self.lengths, seed_epoch, repeats, self.sample_frames)[self.step_in_epoch:]
             steps = steps[: end - self.step]
             batches, per_step = self.training_batches(steps, cfg.data.num_workers)
             for count in per_step:
@@ -392,10 +395,12 @@ def seconds_per_step(config: TrainingConfig, steps: int = 12, warmup: int = 2,
     should be a scratch folder; no checkpoint is written. Used to size a stage to a time budget."""
     trainer = Trainer(config)
     trainer.setup()
-    chosen = _spread(trainer.plan.steps(trainer.lengths, 0, trainer.repeats), warmup + steps)
+    epoch = trainer.plan.steps(trainer.lengths, 0, trainer.repeats, trainer.sample_frames)
+    chosen = _spread(epoch, warmup + steps)
     if trainer.lead_in_steps:  # the lead-in's questions differ in length: it gets its share of the timed steps
         share = trainer.lead_in_steps / trainer.total_steps
-        lead_in = iter(_spread(trainer.plan.steps(trainer.lengths, LEAD_IN_EPOCHS, trainer.lead_in_repeats), steps))
+        lead_in = iter(_spread(trainer.plan.steps(trainer.lengths, LEAD_IN_EPOCHS, trainer.lead_in_repeats,
+                                                   trainer.sample_frames), steps))
         main, timed = iter(chosen[warmup:]), []
         for i in range(steps):
             step = next(lead_in, None) if int((i + 1) * share) > int(i * share) else None
