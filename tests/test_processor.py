@@ -68,6 +68,32 @@ def test_every_region_form_gives_the_same_grid():
     assert abs(poly.sum() - expected.sum()) / expected.sum() < 0.1  # rasterised polygon edges differ slightly
 
 
+def test_repeated_rle_regions_are_decoded_once(monkeypatch):
+    """A frame's questions repeat its masks: a compressed RLE seen before is not decoded again, its map is
+    shared read-only, and a bad RLE is refused every time (failures are not kept)."""
+    from smolrgpt.processing import regions as regions_mod
+
+    h, w = 60, 100
+    mask = np.zeros((h, w), np.uint8)
+    mask[5:25, 40:90] = 1
+    counts = coco_mask.encode(np.asfortranarray(mask))["counts"].decode()
+    expected = region_to_grid(Region("mask", mask), (h, w), 16)
+    decoded = []
+    real = regions_mod.full_resolution_mask
+    monkeypatch.setattr(regions_mod, "full_resolution_mask", lambda *a: decoded.append(1) or real(*a))
+    first = region_to_grid(Region("rle", {"size": [h, w], "counts": counts}), (h, w), 16)
+    again = regions_to_grid([Region("rle", {"size": [h, w], "counts": counts})] * 3, (h, w), 16)
+    assert len(decoded) == 1
+    np.testing.assert_array_equal(again, np.stack([first] * 3))
+    np.testing.assert_allclose(first, expected, atol=1e-6)
+    assert not first.flags.writeable
+    region_to_grid(Region("rle", {"size": [h, w], "counts": counts}), (h, w), 8)  # another grid: decoded
+    assert len(decoded) == 2
+    for _ in range(2):
+        with pytest.raises(RegionDecodeError, match="differs from the image size"):
+            region_to_grid(Region("rle", {"size": [h, w], "counts": counts}), (h + 1, w), 16)
+
+
 def test_mask_image_file(tmp_path):
     mask = np.zeros((40, 40), np.uint8)
     mask[5:10, 5:10] = 255
