@@ -30,6 +30,31 @@ def test_cached_samples_equal_processed_samples(split, tmp_path, tiny_processor)
         np.testing.assert_allclose(direct.region_masks, cached.region_masks, atol=1e-3)  # float16 masks
 
 
+def test_a_frames_masks_are_stored_once_per_shard(split, tmp_path, tiny_processor):
+    """Questions about one frame name the same objects: each distinct mask is stored once per frame and
+    shard, and each sample keeps row numbers into them; a cache of the earlier layout is refused."""
+    from safetensors import safe_open
+
+    samples = list(open_dataset(split))
+    build_cache(samples, split, tiny_processor, tmp_path / "cache", samples_per_shard=5, progress=False)
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    expected, stored, regions = set(), 0, 0
+    for shard_no, shard in enumerate(manifest["shards"]):
+        with safe_open(str(tmp_path / "cache" / shard["file"]), framework="np") as fh:
+            names = list(fh.keys())
+            stored += sum(fh.get_tensor(n).shape[0] for n in names if n.startswith("grids/"))
+            assert not any(n.startswith("masks/") for n in names)
+        for sample in samples[shard_no * 5:(shard_no + 1) * 5]:
+            grids = tiny_processor.prepare(sample).region_masks.astype(np.float16)
+            regions += len(grids)
+            expected |= {(shard_no, sample.frame_key(), g.tobytes()) for g in grids}
+    assert stored == len(expected) < regions
+    manifest["version"] = 1
+    (tmp_path / "cache" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CacheError, match="another cache version"):
+        PreparedCache(tmp_path / "cache", tiny_processor)
+
+
 def test_interrupted_prepare_resumes_to_the_same_cache(split, tmp_path, tiny_processor):
     samples = list(open_dataset(split))
 

@@ -2,8 +2,10 @@
 
 Training reads 1080p PNGs and decodes up to 15 RLE masks per question; many questions share a frame.
 The cache stores what the processor computes from them, once: RGB resized to the encoder input (uint8,
-exactly what the processor's resize yields), relative depth resized (float16) and each sample's region
-masks on the pooling grid (float16). Token ids are not cached (tokenising is cheap and depends on the
+exactly what the processor's resize yields), relative depth resized (float16) and the region masks on the
+pooling grid (float16), each distinct mask of a frame once per shard with each sample's row numbers into
+them (a frame's questions name the same objects again and again: the demo's 60-minute set stored 3.7 GB
+of masks per question). Token ids are not cached (tokenising is cheap and depends on the
 prompt format). Shards are safetensors files (no pickle) written atomically; the manifest records the
 source file's size and modification time, the processor settings and a SHA-256 per shard, so a stale or
 corrupt cache is refused instead of trusted. An interrupted `prepare` resumes at the first missing shard.
@@ -29,7 +31,7 @@ from smolrgpt.processing.images import (ImageDecodeError, depth_normalize, depth
                                         rgb_normalize, rgb_resized)
 from smolrgpt.processing.regions import RegionDecodeError, regions_to_grid
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: masks stored once per frame and shard, samples hold row numbers
 MANIFEST = "manifest.json"
 
 
@@ -123,6 +125,7 @@ def build_cache(samples: Iterable[Sample], source: str | Path, processor, out_di
                 work.append((s, need, processor.image_size, processor.mask_grid_size))
             results = pool.imap(_prepare_one, work, chunksize=8) if pool else map(_prepare_one, work)
             tensors, samples_meta = {}, {}
+            frame_grids: dict[str, dict[bytes, int]] = {}  # per frame: a mask's bytes -> its row in grids/{key}
             for s, (sample_id, arrays) in zip(batch, results):
                 if sample_id in seen_ids:
                     raise CacheError(f"sample id {sample_id!r} occurs more than once in {source}")
@@ -133,9 +136,15 @@ def build_cache(samples: Iterable[Sample], source: str | Path, processor, out_di
                     if "depth" in arrays:
                         tensors[f"frame/{key}/depth"] = torch.from_numpy(arrays["depth"])
                 if "masks" in arrays:
-                    tensors[f"masks/{sample_id}"] = torch.from_numpy(arrays["masks"])
+                    rows = frame_grids.setdefault(key, {})
+                    tensors[f"regions/{sample_id}"] = torch.tensor(
+                        [rows.setdefault(grid.tobytes(), len(rows)) for grid in arrays["masks"]], dtype=torch.int32)
                 samples_meta[sample_id] = key
                 bar.update(1)
+            grid = processor.mask_grid_size
+            for key, rows in frame_grids.items():
+                tensors[f"grids/{key}"] = torch.from_numpy(
+                    np.frombuffer(b"".join(rows), np.float16).reshape(len(rows), grid, grid).copy())
             name = f"shard-{shard_no:05d}.safetensors"
             tmp = out / f".{name}.tmp"
             save_file(tensors, str(tmp), metadata={"samples": json.dumps(samples_meta)})
@@ -239,8 +248,14 @@ class PreparedCache:
         if sample.depth is not None:
             depth = depth_normalize(self._tensor(frame_shard, f"frame/{located.frame}/depth"))
         grid = self.processor.mask_grid_size
-        masks = (self._tensor(located.shard, f"masks/{sample.id}").astype(np.float32) if sample.regions
-                 else np.zeros((0, grid, grid), np.float32))
+        masks = np.zeros((0, grid, grid), np.float32)
+        if sample.regions:
+            rows = self._tensor(located.shard, f"regions/{sample.id}")
+            grids = self._tensor(located.shard, f"grids/{located.frame}")
+            if len(rows) and (rows.min() < 0 or rows.max() >= len(grids)):
+                raise CacheError(f"sample {sample.id!r}: mask rows {rows.tolist()} outside the frame's "
+                                 f"{len(grids)} cached masks (corrupt cache)")
+            masks = grids[rows].astype(np.float32)
         if len(masks) != len(sample.regions):
             raise CacheError(f"sample {sample.id!r}: the cache holds {len(masks)} masks, the sample has "
                              f"{len(sample.regions)} regions (stale cache)")
