@@ -1,15 +1,13 @@
-"""Training step time when the questions of a batch share their frames (`data.frame_group`), and the
-refiner's per-token blocks as matrix products against its transposed convolutions.
+"""Training step time when the questions of a batch share their frames (`data.frame_group`).
 
     python benchmarks/frame_sharing.py --config DEMO/runs/stage3/config.yaml
     python benchmarks/frame_sharing.py --config DEMO/runs/stage3/config.yaml --groups 1 2 4 8 --rounds 3
 
-The first part times optimizer steps of a training config (a demo writes one per stage under
-`DEMO/runs/stageN/config.yaml`, with its data and caches) through `seconds_per_step`, the function the demo
-plans its budget with, once per `data.frame_group` value and round, each in its own process so that its
-peak memory is its own; rounds alternate the values because this machine's speed drifts over minutes.
-The second part times forward + backward of one refiner over M connector tokens, both ways, at the width
-of the config's model. Prints tables, then one JSON line.
+Times optimizer steps of a training config (a demo writes one per stage under
+`DEMO/runs/stageN/config.yaml`, with its data and caches; run from the folder its relative paths start
+from) through `seconds_per_step`, the function the demo plans its budget with, once per `data.frame_group`
+value and round, each in its own process so that its peak memory is its own; rounds alternate the values
+because this machine's speed drifts over minutes. Prints a table, then one JSON line.
 """
 from __future__ import annotations
 
@@ -21,7 +19,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 
 
 def time_group(config: str, group: int, steps: int) -> dict:
@@ -37,36 +34,12 @@ def time_group(config: str, group: int, steps: int) -> dict:
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2}
 
 
-def refiner_times(width: int, layers: int, tokens: int, repeats: int = 10) -> dict:
-    """Forward + backward seconds of the refiner's blocks for `tokens` tokens: convolutions on 1x1 grids
-    against `Refiner.token_blocks`, on the same weights and inputs (and their largest difference)."""
-    import torch
-
-    from smolrgpt.modeling.region import Refiner
-
-    torch.manual_seed(0)
-    refiner = Refiner(width, layers, 1e-6)
-    x = torch.randn(tokens, width)
-    ways = {"conv": lambda t: refiner.refiner(t.reshape(-1, width, 1, 1)).flatten(2).transpose(1, 2),
-            "matmul": refiner.token_blocks}
-    out = {"max_abs_difference": float((ways["conv"](x) - ways["matmul"](x)).abs().max())}
-    for name, fn in ways.items():
-        for i in range(repeats + 2):
-            if i == 2:
-                start = time.perf_counter()
-            leaf = x.clone().requires_grad_(True)
-            fn(leaf).sum().backward()
-        out[name] = (time.perf_counter() - start) / repeats
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="a training config with its data (DEMO/runs/stage3/config.yaml)")
     parser.add_argument("--groups", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--steps", type=int, default=16, help="timed steps per measurement")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--tokens", type=int, nargs="+", default=[80, 320, 640], help="refiner tokens to time")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one measurement as JSON
     args = parser.parse_args()
     if args.one is not None:
@@ -96,22 +69,8 @@ def main() -> None:
                      "peak_rss_gb": rss})
         print(f"{group:>11} {', '.join(f'{t:.4f}' for t in times):>28} {best:>8.4f} {base / best:>8.2f}x {rss:>12.2f}")
 
-    from smolrgpt.training.config import load_config
-
-    model_dir = load_config(args.config).model.init
-    with open(os.path.join(model_dir, "config.json")) as f:
-        model_cfg = json.load(f)
-    width, layers = model_cfg["text_config"]["hidden_size"], model_cfg.get("refiner_layers", 3)
-    print(f"\nrefiner blocks, forward + backward (width {width}, {layers} layers)")
-    print(f"{'tokens':>7} {'conv s':>9} {'matmul s':>9} {'ratio':>7} {'max |diff|':>11}")
-    refiner_rows = []
-    for tokens in args.tokens:
-        r = refiner_times(width, layers, tokens)
-        refiner_rows.append({"tokens": tokens, **r})
-        print(f"{tokens:>7} {r['conv']:>9.4f} {r['matmul']:>9.4f} {r['conv'] / r['matmul']:>6.2f}x "
-              f"{r['max_abs_difference']:>11.2e}")
     print(json.dumps({"benchmark": "frame_sharing", "config": args.config, "cpus": os.cpu_count(),
-                      "training": rows, "refiner": refiner_rows}))
+                      "training": rows}))
 
 
 if __name__ == "__main__":

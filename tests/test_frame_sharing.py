@@ -1,6 +1,6 @@
 """Questions about one frame share its encoding in a training batch (`data.frame_group`): the plan puts them
 next to each other, the processor stacks the frame once with `frame_index`, and the model gives the same
-loss and gradients as with a copy of the frame per row. Also the refiner's per-token blocks."""
+loss and gradients as with a copy of the frame per row."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,24 +12,8 @@ import torch
 from conftest import make_sample
 from smolrgpt.errors import ConfigError
 from smolrgpt.modeling.model import InputMismatchError
-from smolrgpt.modeling.region import LayerNorm2d, Refiner
 from smolrgpt.training.config import load_config
 from smolrgpt.training.data import BatchPlan, frame_numbers
-
-
-def test_token_blocks_equal_the_refiner_on_a_one_token_grid():
-    """Pixel (y, x) of a token's block is pixel (y, x) of the refined 1x1 grid (row-major order)."""
-    torch.manual_seed(0)
-    refiner = Refiner(width=8, num_layers=3, eps=1e-6)
-    for module in refiner.modules():
-        if isinstance(module, LayerNorm2d):
-            torch.nn.init.normal_(module.weight)
-            torch.nn.init.normal_(module.bias)
-    tokens = torch.randn(5, 8)
-    grid = refiner(tokens[:, None, :])  # [5, C, 8, 8]
-    blocks = refiner.token_blocks(tokens)  # [5, 64, C]
-    assert blocks.shape == (5, 64, 8)
-    torch.testing.assert_close(blocks, grid.flatten(2).transpose(1, 2))
 
 
 @pytest.fixture()

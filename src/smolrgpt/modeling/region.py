@@ -1,8 +1,6 @@
 """Region features: the refiner (token grid -> dense feature map) and parameter-free mask pooling."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -44,27 +42,6 @@ class Refiner(nn.Module):
         grid = tokens.transpose(1, 2).reshape(batch, width, side, side)
         return self.refiner(grid)
 
-    def token_blocks(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[M, C] connector tokens -> [M, k*k, C]: each token's k x k block of the refined map (k = 2^layers),
-        pixels in row-major order; the numbers of `forward` on a 1x1 grid. Computed as matrix products
-        on channels-last rows because here every transposed convolution maps each input pixel to its own
-        2x2 output pixels; on CPU the convolution kernels took 1.6x as long for these 1x1 to 4x4 maps."""
-        count, width = tokens.shape
-        blocks = tokens[:, None, :]  # [M, P, C]; the P pixels in nested order (coarse 2x2 cell first)
-        for layer in self.refiner:
-            if isinstance(layer, nn.ConvTranspose2d):
-                weight = layer.weight.permute(0, 2, 3, 1).reshape(width, -1)  # [C_in, (dy, dx, C_out)]
-                blocks = (blocks @ weight).reshape(count, -1, width) + layer.bias
-            elif isinstance(layer, LayerNorm2d):
-                blocks = nn.functional.layer_norm(blocks, (width,), layer.weight, layer.bias, layer.eps)
-            else:
-                blocks = layer(blocks)
-        levels = int(round(math.log2(self.scale)))
-        # nested (dy1, dx1, dy2, dx2, ...) -> row-major (dy1, dy2, ..., dx1, dx2, ...)
-        nested = blocks.reshape(count, *([2, 2] * levels), width)
-        order = [0, *range(1, 2 * levels + 1, 2), *range(2, 2 * levels + 1, 2), 2 * levels + 1]
-        return nested.permute(order).reshape(count, self.scale * self.scale, width)
-
 
 def mask_pool(features: torch.Tensor, masks: torch.Tensor, sample_index: torch.Tensor, eps: float) -> torch.Tensor:
     """Weighted mean of each region's feature map: sum(feat * mask) / (sum(mask) + eps).
@@ -97,8 +74,8 @@ def token_weights(masks: torch.Tensor, side: int, scale: int) -> torch.Tensor:
 
 def pool_blocks(weights: torch.Tensor, blocks: torch.Tensor, eps: float) -> torch.Tensor:
     """Weighted mean over refined blocks: weights [R, M, kk] of R regions over M tokens' blocks
-    [M, kk, C] -> [R, C], normalised by each region's total weight (as `mask_pool`)."""
-    return torch.einsum("rnp,npc->rc", weights, blocks) / (weights.sum(dim=(1, 2))[:, None] + eps)
+    [M, C, kk] -> [R, C], normalised by each region's total weight (as `mask_pool`)."""
+    return torch.einsum("rnp,ncp->rc", weights, blocks) / (weights.sum(dim=(1, 2))[:, None] + eps)
 
 
 def pool_refined(refiner: Refiner, tokens: torch.Tensor, masks: torch.Tensor, sample_index: torch.Tensor,
@@ -118,7 +95,7 @@ def pool_refined(refiner: Refiner, tokens: torch.Tensor, masks: torch.Tensor, sa
     covered = (weights > 0).any(dim=2).to(torch.int32)  # [R, N]
     need = torch.zeros(batch, count, dtype=torch.int32, device=tokens.device).index_add_(0, sample_index, covered) > 0
     frame, token = need.nonzero(as_tuple=True)  # row-major: grouped by frame
-    blocks = refiner.token_blocks(tokens[frame, token])  # [M, kk, C]
+    blocks = refiner.refiner(tokens[frame, token].reshape(-1, width, 1, 1)).flatten(2)  # [M, C, kk]
     # split (not per-frame indexing) keeps the backward pass a concatenation instead of one full-size
     # zero-filled gradient per frame
     block_groups = blocks.split(need.sum(dim=1).tolist())
@@ -146,7 +123,7 @@ class LazyRefinedMap:
         self.refiner = refiner
         self.tokens = tokens[0]  # [N, C]
         self.side = int(round(self.tokens.shape[0] ** 0.5))
-        self.blocks: torch.Tensor | None = None  # [N, k*k, C]
+        self.blocks: torch.Tensor | None = None  # [N, C, k*k]
         self.done = torch.zeros(self.tokens.shape[0], dtype=torch.bool, device=tokens.device)
 
     def pool(self, masks: torch.Tensor, eps: float) -> torch.Tensor:
@@ -156,10 +133,11 @@ class LazyRefinedMap:
         todo = need & ~self.done
         if bool(todo.any()):
             index = todo.nonzero().flatten()
-            fresh = self.refiner.token_blocks(self.tokens[index])
+            fresh = self.refiner.refiner(self.tokens[index].reshape(-1, self.tokens.shape[1], 1, 1))
             if self.blocks is None:
-                self.blocks = fresh.new_zeros(self.tokens.shape[0], *fresh.shape[1:])
-            self.blocks[index] = fresh
+                self.blocks = torch.zeros(self.tokens.shape[0], fresh.shape[1], weights.shape[2],
+                                          dtype=fresh.dtype, device=fresh.device)
+            self.blocks[index] = fresh.flatten(2)
             self.done |= todo
         index = need.nonzero().flatten()
         return pool_blocks(weights[:, index], self.blocks[index], eps)
