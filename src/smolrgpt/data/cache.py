@@ -138,7 +138,7 @@ def build_cache(samples: Iterable[Sample], source: str | Path, processor, out_di
                 if "masks" in arrays:
                     rows = frame_grids.setdefault(key, {})
                     tensors[f"regions/{sample_id}"] = torch.tensor(
-                        [rows.setdefault(grid.tobytes(), len(rows)) for grid in arrays["masks"]], dtype=torch.int32)
+                        [rows.setdefault(mask.tobytes(), len(rows)) for mask in arrays["masks"]], dtype=torch.int32)
                 samples_meta[sample_id] = key
                 bar.update(1)
             grid = processor.mask_grid_size

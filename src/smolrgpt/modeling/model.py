@@ -14,7 +14,7 @@ from smolrgpt.modeling.connector import Connector
 from smolrgpt.modeling.comparisons import RegionComparisons
 from smolrgpt.modeling.contents import RegionContents
 from smolrgpt.modeling.geometry import geometry_code
-from smolrgpt.modeling.region import Refiner, pool_refined
+from smolrgpt.modeling.region import Refiner, is_non_decreasing, pool_refined
 
 
 class InputMismatchError(ValueError):
@@ -22,7 +22,7 @@ class InputMismatchError(ValueError):
 
 
 def check_region_order(region_sample_index: torch.Tensor) -> None:
-    if bool((region_sample_index[1:] < region_sample_index[:-1]).any()):
+    if not is_non_decreasing(region_sample_index):
         raise InputMismatchError("regions must be ordered by row (region_sample_index non-decreasing)")
 
 
@@ -33,7 +33,7 @@ def check_frame_index(frame_index: torch.Tensor, rows: int, frames: int | None) 
         raise InputMismatchError(f"frame_index has shape {tuple(frame_index.shape)}, the batch has {rows} rows")
     if rows and (int(frame_index.min()) < 0 or int(frame_index.max()) >= frames):
         raise InputMismatchError(f"frame_index {frame_index.tolist()} points outside the {frames} frames given")
-    if bool((frame_index[1:] < frame_index[:-1]).any()):
+    if not is_non_decreasing(frame_index):
         raise InputMismatchError("rows must be ordered by frame (frame_index non-decreasing)")
 
 

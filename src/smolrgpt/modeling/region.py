@@ -43,6 +43,11 @@ class Refiner(nn.Module):
         return self.refiner(grid)
 
 
+def is_non_decreasing(index: torch.Tensor) -> bool:
+    """Whether a 1-D index never goes down (regions grouped by frame or row, rows by frame)."""
+    return not bool((index[1:] < index[:-1]).any())
+
+
 def mask_pool(features: torch.Tensor, masks: torch.Tensor, sample_index: torch.Tensor, eps: float) -> torch.Tensor:
     """Weighted mean of each region's feature map: sum(feat * mask) / (sum(mask) + eps).
 
@@ -89,7 +94,7 @@ def pool_refined(refiner: Refiner, tokens: torch.Tensor, masks: torch.Tensor, sa
     gradients flow to the refiner and the tokens as through the full map.
     """
     batch, count, width = tokens.shape
-    if len(sample_index) and bool((sample_index[1:] < sample_index[:-1]).any()):
+    if not is_non_decreasing(sample_index):
         raise ValueError("regions must be ordered by frame (sample_index non-decreasing)")
     weights = token_weights(masks, int(round(count ** 0.5)), refiner.scale).to(tokens.dtype)  # [R, N, kk]
     covered = (weights > 0).any(dim=2).to(torch.int32)  # [R, N]

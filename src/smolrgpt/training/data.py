@@ -239,7 +239,8 @@ class BatchPlan:
         pool = np.arange(len(lengths)) if repeats is None else epoch_pool(repeats, g)
         n = len(pool)
         order = pool[torch.randperm(n, generator=g).numpy()]
-        if self.frame_group > 1 and frames is not None:
+        by_frame = self.frame_group > 1 and frames is not None
+        if by_frame:
             order = self._frame_units_order(order, lengths, frames, g)
         elif self.group_by_length:
             window = self.batch_size * self.mega_batch_steps
@@ -250,7 +251,7 @@ class BatchPlan:
                 chunks.append(block[np.argsort(-lengths[block], kind="stable")])
             order = np.concatenate(chunks)
         steps = [order[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
-        if self.frame_group > 1 and frames is not None:  # two units of one frame in a step become neighbours
+        if by_frame:  # two units of one frame in a step become neighbours
             steps = [step[np.argsort(frames[step], kind="stable")] for step in steps]
         if self.group_by_length and len(steps) > 1:
             # Shuffle whole steps so long and short batches alternate through the epoch.

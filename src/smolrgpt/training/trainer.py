@@ -314,7 +314,7 @@ class Trainer:
     def training_batches(self, steps: list[np.ndarray], num_workers: int):
         """(this rank's micro-batches, micro-batches per step) of the given optimizer steps."""
         dataset = PreparedDataset(self.train_samples, self.processor, train=True, cache=self.train_cache)
-        share = self.cfg.data.frame_group > 1
+        share = self.sample_frames is not None  # data.frame_group > 1
         collate = lambda items: self.processor.collate(items, "right", share_frames=share)  # noqa: E731
         return epoch_loader(dataset, self.plan, steps, self.world.rank, collate, num_workers)
 
