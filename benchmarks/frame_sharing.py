@@ -42,6 +42,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one measurement as JSON
     args = parser.parse_args()
+    if not os.path.isfile(args.config):
+        parser.error(f"--config {args.config}: no such file (a demo writes DEMO/runs/stage3/config.yaml)")
+    if min(args.groups) < 1 or args.steps < 1 or args.rounds < 1:
+        parser.error("--groups, --steps and --rounds must be positive")
     if args.one is not None:
         print(json.dumps(time_group(args.config, args.one, args.steps)))
         return
