@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny model and processor built in memory (no download, a few MB)."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -25,7 +27,8 @@ def tiny_processor(tiny_config):
 @pytest.fixture()
 def tiny_model(tiny_config):
     torch.manual_seed(0)
-    return SmolRGPTForConditionalGeneration(tiny_config).eval()
+    # a copy: a test that switches a model option must not switch it for the session's other tests
+    return SmolRGPTForConditionalGeneration(copy.deepcopy(tiny_config)).eval()
 
 
 def liven(model):
