@@ -170,11 +170,11 @@ class SmolRGPT:
                 frame.prefix = prefix_kv(self.model.language_model, embeds)
         return frame.prefix
 
-    def _region_vectors(self, frame: Frame, masks: torch.Tensor):
+    def _region_vectors(self, frame: Frame, masks: torch.Tensor, ids: np.ndarray):
         with self._timed("refiner_pool_s"):
-            return self._pool_regions(frame, masks)
+            return self._pool_regions(frame, masks, ids)
 
-    def _pool_regions(self, frame: Frame, masks: torch.Tensor):
+    def _pool_regions(self, frame: Frame, masks: torch.Tensor, ids: np.ndarray):
         eps = self.model.config.mask_pool_eps
         index = torch.zeros(len(masks), dtype=torch.long, device=self.device)
         if self.lazy_refine:
@@ -182,7 +182,8 @@ class SmolRGPT:
         else:
             rgb = mask_pool(self.model.rgb_refiner(frame.image_tokens), masks, index, eps)
             depth = mask_pool(self.model.depth_refiner(frame.depth_tokens), masks, index, eps)
-        return self.model.finish_region_vectors(rgb, depth, masks, index)
+        return self.model.finish_region_vectors(rgb, depth, masks, index,
+                                                torch.from_numpy(np.asarray(ids, np.int64))[None].to(self.device))
 
     # -- questions -------------------------------------------------------------------------------------
     def ask(self, frame: Frame, question: str, regions=(), **kwargs) -> Answer:
@@ -216,8 +217,9 @@ class SmolRGPT:
         self.encode([f for f in frames if id(f) not in with_regions], with_regions=False)
         self.encode([f for f in frames if id(f) in with_regions], with_regions=True)
         region_vectors = []
-        for q, (_, masks) in zip(chunk, prompts):
-            vectors = None if masks is None else self._region_vectors(q.frame, torch.from_numpy(masks).to(self.device))
+        for q, (ids, masks) in zip(chunk, prompts):
+            vectors = (None if masks is None
+                       else self._region_vectors(q.frame, torch.from_numpy(masks).to(self.device), ids))
             region_vectors.append(vectors)
         if self.reuse_prefix and all(np.array_equal(ids[:len(self.prefix_ids)], self.prefix_ids) for ids, _ in prompts):
             tokens = self._generate_with_prefix(chunk, prompts, region_vectors, max_new_tokens, generate_kwargs)

@@ -17,6 +17,16 @@ only for pairs of the same question. The places come from the masks (`geometry.m
 own inputs; which regions matter, what relative place means and what the sum says are learned, so the
 answer still comes from the model. The output layer starts at zero, so a model with the option on starts
 out as the same model without it.
+
+Mask groups (`region_groups: true`): a question lists its masks in groups, one per kind of object ("the buffer
+masks <mask> <mask> and pallet masks <mask> <mask> <mask>"), and a superlative picks within a group: the
+rightmost BUFFER, not the rightmost mask. Without groups, a buffer's sum mixes buffers and pallets, and the
+tiny model's choice of buffer in count questions stayed about as good as a random pick (README, findings 10
+to 12). With them, each region also receives, through a Linear of its own, the sum of the messages from its
+own group alone. Groups come from the prompt's token ids: consecutive masks separated by at most
+MAX_GROUP_GAP tokens (a space, a comma) belong to one group; any words between start a new one. So the
+grouping is read from the question's layout, never from what the masks are, and a question that names each
+mask on its own ("the pallet <mask> and the pallet <mask>") has groups of one, as without the option.
 """
 from __future__ import annotations
 
@@ -31,6 +41,18 @@ from smolrgpt.modeling.geometry import mask_places, same_row_others
 # from raw differences of a few hundredths.
 PAIR_SHARPNESS = 16.0
 PAIR_FEATURES = 12
+# Tokens allowed between one mask's <mask_depth> and the next mask's <mask_rgb> within a group: " " or ", ".
+MAX_GROUP_GAP = 2
+
+
+def mask_groups(input_ids: torch.Tensor, mask_rgb_token_id: int) -> torch.Tensor:
+    """input_ids [B, T] -> [R]: the group number of each region, regions in row order (the k-th <mask_rgb>
+    of each row), numbers unique across rows. Each mask is <mask_rgb><mask_depth>, so the next mask's
+    <mask_rgb> is 2 + (tokens between) positions on."""
+    rows, columns = (input_ids == mask_rgb_token_id).nonzero(as_tuple=True)  # row-major: region order
+    new = torch.ones_like(rows, dtype=torch.bool)
+    new[1:] = (rows[1:] != rows[:-1]) | (columns[1:] - columns[:-1] - 2 > MAX_GROUP_GAP)
+    return torch.cumsum(new.to(torch.long), 0) - 1
 
 
 def pair_features(places: torch.Tensor, receivers: torch.Tensor, senders: torch.Tensor) -> torch.Tensor:
@@ -40,7 +62,7 @@ def pair_features(places: torch.Tensor, receivers: torch.Tensor, senders: torch.
 
 
 class RegionComparisons(nn.Module):
-    def __init__(self, width: int, hidden: int):
+    def __init__(self, width: int, hidden: int, groups: bool = False):
         super().__init__()
         self.sender = nn.Linear(2 * width, hidden)
         self.relation = nn.Linear(PAIR_FEATURES, hidden)
@@ -49,11 +71,15 @@ class RegionComparisons(nn.Module):
         self.receive = nn.Linear(hidden, hidden)
         self.output = nn.Linear(hidden, width)
         self.output.init_std = 0.0  # starts at zero
+        # the same-group sum's own path; at zero, so switching groups on for a trained layer starts from it
+        self.group_receive = nn.Linear(hidden, hidden, bias=False) if groups else None
+        if groups:
+            self.group_receive.init_std = 0.0
 
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor, masks: torch.Tensor,
-                sample_index: torch.Tensor) -> torch.Tensor:
-        """Region vectors [R, C] (RGB and depth), masks [R, G, G], rows [R] -> the update [R, C] that is added
-        to both of each region's vectors."""
+                sample_index: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        """Region vectors [R, C] (RGB and depth), masks [R, G, G], rows [R] (and with `region_groups` the mask
+        groups [R], `mask_groups`) -> the update [R, C] that is added to both of each region's vectors."""
         places, present = mask_places(masks)
         # only pairs of the same question, and no empty masks (they have no place)
         pairs = same_row_others(sample_index) & present[:, None] & present[None, :]
@@ -62,4 +88,12 @@ class RegionComparisons(nn.Module):
         relation = self.relation(pair_features(places, receivers, senders).to(sent.dtype))
         messages = F.gelu(sent[senders] + relation)  # [P, hidden]
         received = torch.zeros_like(sent).index_add_(0, receivers, messages)
-        return self.output(F.gelu(self.receive(received)))
+        hidden = self.receive(received)
+        if self.group_receive is not None:
+            if groups is None or groups.shape != sample_index.shape:
+                raise ValueError(f"region_groups needs the group of each of the {len(sample_index)} regions, got "
+                                 f"{None if groups is None else tuple(groups.shape)}")
+            same = groups[receivers] == groups[senders]
+            own_group = torch.zeros_like(sent).index_add_(0, receivers[same], messages[same])
+            hidden = hidden + self.group_receive(own_group)
+        return self.output(F.gelu(hidden))

@@ -77,6 +77,9 @@ class SmolRGPTConfig(PreTrainedConfig):
         masks of the question, each built from that mask's vectors and where it lies relative to this one,
         e.g. how many buffers lie to its left (modeling/comparisons.py; not in the paper, on in the tiny
         preset: README finding 11).
+    region_groups: with region_comparisons, each region also sums the messages of its own group of masks
+        (masks the question lists together, e.g. the buffers), so "the rightmost buffer" can be told apart
+        from the rightmost mask (modeling/comparisons.py; not in the paper).
     image_token_id / mask_rgb_token_id / mask_depth_token_id: ids of the three added tokens.
     """
 
@@ -97,6 +100,7 @@ class SmolRGPTConfig(PreTrainedConfig):
     region_relations: bool = False
     region_contents: bool = False
     region_comparisons: bool = False
+    region_groups: bool = False
     image_token_id: int = SMOLLM2_VOCAB
     mask_rgb_token_id: int = SMOLLM2_VOCAB + 1
     mask_depth_token_id: int = SMOLLM2_VOCAB + 2
@@ -105,6 +109,9 @@ class SmolRGPTConfig(PreTrainedConfig):
     def validate_architecture(self) -> None:
         if self.region_relations and not self.region_geometry:
             raise ValueError("region_relations=True extends the region geometry code: it needs region_geometry=True")
+        if self.region_groups and not self.region_comparisons:
+            raise ValueError("region_groups=True is part of the region comparisons layer: it needs "
+                             "region_comparisons=True")
         grid = self.patch_grid
         if grid % self.pixel_shuffle_factor:
             raise ValueError(

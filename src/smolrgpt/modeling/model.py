@@ -11,7 +11,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from smolrgpt.modeling.config import SmolRGPTConfig
 from smolrgpt.modeling.connector import Connector
-from smolrgpt.modeling.comparisons import RegionComparisons
+from smolrgpt.modeling.comparisons import RegionComparisons, mask_groups
 from smolrgpt.modeling.contents import RegionContents
 from smolrgpt.modeling.geometry import geometry_code
 from smolrgpt.modeling.region import Refiner, is_non_decreasing, pool_refined
@@ -114,8 +114,8 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         self.rgb_refiner = Refiner(text_hidden, config.refiner_layers, config.layer_norm_2d_eps)
         self.depth_refiner = Refiner(text_hidden, config.refiner_layers, config.layer_norm_2d_eps)
         self.region_contents = RegionContents(text_hidden, text_hidden) if config.region_contents else None
-        self.region_comparisons = (RegionComparisons(text_hidden, text_hidden) if config.region_comparisons
-                                   else None)
+        self.region_comparisons = (RegionComparisons(text_hidden, text_hidden, groups=config.region_groups)
+                                   if config.region_comparisons else None)
         self.post_init()
         # A randomly initialised encoder: SigLIP's own init gives each patch position a random vector about
         # 4x weaker than the patch content, and a linear probe then recovers a region's image x from its
@@ -160,9 +160,11 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         return FrameFeatures(rgb_tokens, depth_tokens)
 
     def region_vectors(self, frames: FrameFeatures, region_masks: torch.Tensor, region_sample_index: torch.Tensor,
-                       frame_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       frame_index: torch.Tensor | None = None,
+                       input_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled, finished region vectors. With `frame_index` (the frame of each row), the refiners run once
-        per frame over the union of the tokens its rows' masks cover."""
+        per frame over the union of the tokens its rows' masks cover. `input_ids` (the prompts) give the
+        mask groups where `config.region_groups` asks for them."""
         if frames.depth_tokens is None:
             raise InputMismatchError("regions were given but the batch has no depth maps")
         check_region_order(region_sample_index)  # before pooling, which relies on it
@@ -171,19 +173,27 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         return self.finish_region_vectors(
             pool_refined(self.rgb_refiner, frames.image_tokens, region_masks, region_frame, eps),
             pool_refined(self.depth_refiner, frames.depth_tokens, region_masks, region_frame, eps),
-            region_masks, region_sample_index)
+            region_masks, region_sample_index, input_ids)
 
     def finish_region_vectors(self, rgb: torch.Tensor, depth: torch.Tensor, region_masks: torch.Tensor,
-                              region_sample_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                              region_sample_index: torch.Tensor,
+                              input_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled region vectors -> the vectors spliced into the prompt: plus, when `config.region_contents`,
         what lies on each region (modeling/contents.py), then, when `config.region_comparisons`, what each
         region sees of the others (modeling/comparisons.py; after contents, so a buffer's message can carry
         what stands in it), then the geometry code. Training and the inference engine both finish region
-        vectors here."""
-        for layer in (self.region_contents, self.region_comparisons):
-            if layer is not None:
-                update = layer(rgb, depth, region_masks, region_sample_index)
-                rgb, depth = rgb + update, depth + update
+        vectors here; `input_ids` (rows in region order) are needed with `config.region_groups`."""
+        if self.region_contents is not None:
+            update = self.region_contents(rgb, depth, region_masks, region_sample_index)
+            rgb, depth = rgb + update, depth + update
+        if self.region_comparisons is not None:
+            groups = None
+            if self.config.region_groups:
+                if input_ids is None:
+                    raise InputMismatchError("region_groups needs the prompts' token ids to group the masks")
+                groups = mask_groups(input_ids, self.config.mask_rgb_token_id)
+            update = self.region_comparisons(rgb, depth, region_masks, region_sample_index, groups)
+            rgb, depth = rgb + update, depth + update
         return self.with_region_geometry(rgb, depth, region_masks, region_sample_index)
 
     def with_region_geometry(self, rgb: torch.Tensor, depth: torch.Tensor, region_masks: torch.Tensor,
@@ -254,7 +264,8 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         if has_regions:
             if frames is None:
                 raise InputMismatchError("regions were given without an image")
-            region_rgb, region_depth = self.region_vectors(frames, region_masks, region_sample_index, frame_index)
+            region_rgb, region_depth = self.region_vectors(frames, region_masks, region_sample_index, frame_index,
+                                                           input_ids)
         image_tokens = None if frames is None else frames.image_tokens
         if image_tokens is not None and frame_index is not None:
             image_tokens = image_tokens[frame_index]
