@@ -8,7 +8,9 @@ to them (`geometry`, the `region_geometry` option, switched on for a starting ch
 `geometry+relations` also switches on `region_relations`; `contents` starts from a copy of the checkpoint
 with the learned `region_contents` layer added, its output at zero, and the vectors as the model computes
 them; `contents+comparisons` adds the `region_comparisons` layer too, or alone where the checkpoint has
-contents already). It prints the validation accuracy at each evaluation. A language model that stays at
+contents already; `groups` also switches on `region_groups`, the comparisons layer's same-group sum;
+`group-extremes` adds to the model's own vectors flags computed outside it: whether the mask is the
+leftmost, the rightmost or the middle one by centroid x of its group of masks, as the question lists them). It prints the validation accuracy at each evaluation. A language model that stays at
 chance even with oracle vectors says the bottleneck is the language model (from-scratch start, size,
 samples seen), not the visual features.
 
@@ -24,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -33,9 +36,10 @@ import torch
 from smolrgpt.modeling.geometry import region_slots
 
 ORACLES = ("none", "x", "x+index", "geometry-only", "geometry", "geometry+relations", "contents",
-           "contents+comparisons")
+           "contents+comparisons", "groups", "group-extremes")
 # The learned layers each of those oracles adds to a copy of the starting checkpoint.
-ADDED_LAYERS = {"contents": ("region_contents",), "contents+comparisons": ("region_contents", "region_comparisons")}
+ADDED_LAYERS = {"contents": ("region_contents",), "contents+comparisons": ("region_contents", "region_comparisons"),
+                "groups": ("region_contents", "region_comparisons", "region_groups")}
 X_FREQUENCIES = 8  # sin/cos pairs of the centroid x: 16 channels
 MAX_INDEX = 16
 
@@ -44,7 +48,7 @@ def oracle_region_vectors(mode: str):
     """A replacement for `SmolRGPTForConditionalGeneration.region_vectors` (patched on the class only in this
     diagnostic process: the library has no hook for it on purpose, since answers must come from the model)."""
 
-    def region_vectors(self, frames, masks, sample_index):
+    def region_vectors(self, frames, masks, sample_index, *unused):  # frame_index, input_ids: not needed here
         if mode == "geometry-only":
             self.config.region_geometry = True
             zero = torch.zeros(len(masks), self.config.text_config.hidden_size)
@@ -63,6 +67,36 @@ def oracle_region_vectors(mode: str):
         return (vectors + table[self.config.mask_rgb_token_id], vectors + table[self.config.mask_depth_token_id])
 
     return region_vectors
+
+
+EXTREME_VALUE = 4.0  # as the geometry code's slot one-hot
+
+
+def with_group_extremes(original):
+    """`finish_region_vectors` plus three flags per region after the geometry code: leftmost, rightmost and
+    (in a group of odd size of at least 3) middle of its mask group (`comparisons.mask_groups`) by centroid x."""
+    from smolrgpt.modeling.comparisons import mask_groups
+    from smolrgpt.modeling.geometry import code_width, mask_places
+
+    def finish_region_vectors(self, rgb, depth, masks, sample_index, input_ids=None):
+        rgb, depth = original(self, rgb, depth, masks, sample_index, input_ids)
+        groups = mask_groups(input_ids, self.config.mask_rgb_token_id)
+        x = mask_places(masks)[0][:, 0]
+        flags = torch.zeros(len(masks), 3)
+        for group in torch.unique(groups):
+            members = (groups == group).nonzero().flatten()
+            if len(members) < 2:
+                continue
+            order = members[x[members].argsort()]
+            flags[order[0], 0] = flags[order[-1], 1] = EXTREME_VALUE
+            if len(members) % 2:
+                flags[order[len(members) // 2], 2] = EXTREME_VALUE
+        code = torch.zeros_like(rgb)
+        start = code_width(self.config.region_relations)
+        code[:, start:start + 3] = flags.to(code.dtype)
+        return rgb + code, depth + code
+
+    return finish_region_vectors
 
 
 def with_geometry(original, relations: bool = False):
@@ -97,11 +131,41 @@ def with_added_layers(init: Path, out: Path, options: tuple[str, ...]) -> Path:
     return out
 
 
-def write_split(demo: Path, out: Path, split: str, category: str) -> int:
+def keep_asked_buffer(record: dict, source: str) -> dict:
+    """A count record with only the asked buffer's mask left of its buffer masks (answer regions renumbered)."""
+    from count_by_buffer import buffers_and_pallets  # the one reading of which masks are buffers
+
+    question, answer = record["conversations"][0]["value"], record["conversations"][1]["value"]
+    buffers, _ = buffers_and_pallets(question, f"{source} record {record['id']}")
+    named = [b for b in range(buffers) if f"[Region {b}]" in answer]
+    if len(named) != 1:
+        raise SystemExit(f"{source} record {record['id']}: the answer names buffers {named}, not one")
+    keep = [i for i in range(len(record["rle"])) if i >= buffers or i == named[0]]
+    pieces = question.split("<mask>")
+    text = pieces[0]
+    for i, piece in enumerate(pieces[1:]):
+        if i in keep:
+            text += "<mask>" + piece
+        elif piece.strip():  # a dropped tag takes its separating space with it, never words
+            text += piece
+    new_index = {old: new for new, old in enumerate(keep)}
+    renumber = lambda t: re.sub(r"\[Region (\d+)\]", lambda m: f"[Region {new_index[int(m.group(1))]}]", t)  # noqa: E731
+    out = dict(record, rle=[record["rle"][i] for i in keep])
+    out["conversations"] = [{**record["conversations"][0], "value": re.sub(r" {2,}", " ", text)},
+                            {**record["conversations"][1], "value": renumber(answer)}]
+    if "freeform_answer" in record:
+        out["freeform_answer"] = renumber(record["freeform_answer"])
+    return out
+
+
+def write_split(demo: Path, out: Path, split: str, category: str, asked_buffer_only: bool = False) -> int:
     """OUT/split.json with one category's questions; OUT/split links to the demo's frames (Track 3 layout)."""
-    records = [r for r in json.loads((demo / "data" / f"{split}.json").read_text()) if r.get("category") == category]
+    source = demo / "data" / f"{split}.json"
+    records = [r for r in json.loads(source.read_text()) if r.get("category") == category]
     if not records:
-        raise SystemExit(f"{demo / 'data' / f'{split}.json'}: no {category!r} questions")
+        raise SystemExit(f"{source}: no {category!r} questions")
+    if asked_buffer_only:
+        records = [keep_asked_buffer(r, str(source)) for r in records]
     target, text = out / f"{split}.json", json.dumps(records)
     if not target.exists() or target.read_text() != text:  # rewriting would invalidate the cache built from it
         target.write_text(text)
@@ -120,7 +184,11 @@ def main(argv=None) -> int:
     parser.add_argument("--init", default=None, help="starting checkpoint (default: the demo's stage-1 best)")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--eval-every", type=int, default=150)
+    parser.add_argument("--asked-buffer-only", action="store_true",
+                        help="count questions keep only the asked buffer's mask of their buffer masks")
     args, overrides = parser.parse_known_args(argv)
+    if args.asked_buffer_only and args.category != "count":
+        parser.error("--asked-buffer-only applies to --category count")
     from smolrgpt.cli import main as cli
     from smolrgpt.data import open_dataset
     from smolrgpt.data.cache import build_cache
@@ -137,13 +205,17 @@ def main(argv=None) -> int:
         raise SystemExit(f"{init}: not a checkpoint folder (no config.json); pass one with --init")
     processor = SmolRGPTProcessor.from_pretrained(str(init))  # the cache takes the starting model's image settings
     args.out.mkdir(parents=True, exist_ok=True)
-    sizes = {split: write_split(args.demo, args.out, split, args.category) for split in ("train", "val")}
+    sizes = {split: write_split(args.demo, args.out, split, args.category, args.asked_buffer_only)
+             for split in ("train", "val")}
     for split in sizes:
         source = args.out / f"{split}.json"
         build_cache(open_dataset(source, "track3"), source, processor, args.out / f"cache_{split}")
     if args.oracle in ("geometry", "geometry+relations"):
         modeling.SmolRGPTForConditionalGeneration.with_region_geometry = with_geometry(
             modeling.SmolRGPTForConditionalGeneration.with_region_geometry, relations=args.oracle != "geometry")
+    elif args.oracle == "group-extremes":
+        modeling.SmolRGPTForConditionalGeneration.finish_region_vectors = with_group_extremes(
+            modeling.SmolRGPTForConditionalGeneration.finish_region_vectors)
     elif args.oracle in ADDED_LAYERS:
         init = with_added_layers(init, args.out / f"init_{args.oracle}", ADDED_LAYERS[args.oracle])
     elif args.oracle != "none":
@@ -163,12 +235,14 @@ def main(argv=None) -> int:
         return code
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if r["type"] == "eval"]
-    print(f"\n{args.category}: {sizes['train']} train / {sizes['val']} val questions, oracle={args.oracle}, "
+    print(f"\n{args.category}: {sizes['train']} train / {sizes['val']} val questions, oracle={args.oracle}"
+          f"{', asked buffer only' if args.asked_buffer_only else ''}, "
           f"{os.cpu_count()} CPUs, {time.perf_counter() - start:.0f} s")
     print(f"{'step':>6}{'val loss':>10}{'accuracy':>10}")
     for r in evals:
         print(f"{r['step']:>6}{r['val_loss']:>10.4f}{r['accuracy'][args.category]:>10.3f}")
-    print(json.dumps({"category": args.category, "oracle": args.oracle, "train_questions": sizes["train"],
+    print(json.dumps({"category": args.category, "oracle": args.oracle,
+                      "asked_buffer_only": args.asked_buffer_only, "train_questions": sizes["train"],
                       "val_questions": sizes["val"], "overrides": overrides,
                       "accuracy": {r["step"]: round(r["accuracy"][args.category], 4) for r in evals}}))
     return 0

@@ -173,3 +173,58 @@ def test_count_by_buffer_splits_the_masks_as_the_count_questions_name_them():
                                 "there in the central buffer area?") == "middle"
     with pytest.raises(SystemExit, match="val.json record 7: cannot tell the buffer masks from the pallet masks"):
         count.buffers_and_pallets("How many pallets stand in <mask>?", "val.json record 7")
+
+
+def test_oracle_asked_buffer_only_keeps_the_buffer_the_answer_names(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as when the script runs: count_by_buffer sits beside it
+    oracle = _load("oracle_regions")
+    answer = ("The buffer region [Region 1] is the rightmost buffer region. The pallets [Region 3] [Region 5] "
+              "are in the buffer region [Region 1]. Hence, there are two pallets.")
+    record = {"id": "q7", "image": "000001.png", "category": "count", "normalized_answer": 2,
+              "rle": ["b0", "b1", "b2", "p3", "p4", "p5", "s6"],
+              "conversations": [
+                  {"from": "human", "value": "<image>\nUsing the buffer masks <mask> <mask> <mask> and pallet masks "
+                                             "<mask> <mask> <mask>, how many pallets are in the rightmost buffer "
+                                             "near the shelf <mask>?"},
+                  {"from": "gpt", "value": answer}],
+              "freeform_answer": answer}
+    kept = oracle.keep_asked_buffer(record, "train.json")
+    assert kept["rle"] == ["b1", "p3", "p4", "p5", "s6"]
+    assert kept["conversations"][0]["value"] == ("<image>\nUsing the buffer masks <mask> and pallet masks <mask> "
+                                                 "<mask> <mask>, how many pallets are in the rightmost buffer near "
+                                                 "the shelf <mask>?")
+    renumbered = ("The buffer region [Region 0] is the rightmost buffer region. The pallets [Region 1] [Region 3] "
+                  "are in the buffer region [Region 0]. Hence, there are two pallets.")
+    assert kept["conversations"][1]["value"] == kept["freeform_answer"] == renumbered
+    assert kept["normalized_answer"] == 2 and record["rle"][0] == "b0"  # the input record is left as it was
+    last = dict(record, conversations=[record["conversations"][0], {"from": "gpt", "value": "In [Region 2]: 0."}],
+                freeform_answer="In [Region 2]: 0.")
+    assert oracle.keep_asked_buffer(last, "train.json")["conversations"][0]["value"].startswith(
+        "<image>\nUsing the buffer masks <mask> and pallet masks <mask> <mask> <mask>,")
+    two = dict(record, conversations=[record["conversations"][0], {"from": "gpt", "value": "[Region 0], [Region 2]"}])
+    with pytest.raises(SystemExit, match=r"train.json record q7: the answer names buffers \[0, 2\], not one"):
+        oracle.keep_asked_buffer(two, "train.json")
+
+
+def test_oracle_group_extremes_flag_the_ends_and_middle_of_each_mask_group(tiny_model, tiny_processor):
+    from smolrgpt.modeling.geometry import code_width
+    from smolrgpt.modeling.model import SmolRGPTForConditionalGeneration
+
+    oracle = _load("oracle_regions")
+    question = "Using the buffer masks <mask> <mask> <mask> and pallet masks <mask> <mask>, how many are in it?"
+    ids, _ = tiny_processor.prompt_arrays([(question, None)], 5, train=False)
+    masks = torch.zeros(5, 64, 64)
+    for region, column in enumerate([40, 5, 20, 50, 10]):
+        masks[region, 10:20, column:column + 5] = 1
+    vectors = torch.zeros(5, tiny_model.config.text_config.hidden_size)
+    index = torch.zeros(5, dtype=torch.long)
+    finish = SmolRGPTForConditionalGeneration.finish_region_vectors
+    with torch.no_grad():
+        plain, _ = finish(tiny_model, vectors, vectors, masks, index, torch.from_numpy(ids).long()[None])
+        got, _ = oracle.with_group_extremes(finish)(tiny_model, vectors, vectors, masks, index,
+                                                    torch.from_numpy(ids).long()[None])
+    start = code_width()
+    flags = (got - plain)[:, start:start + 3]
+    # buffers (x 40, 5, 20): rightmost, leftmost, middle; pallets (x 50, 10): rightmost, leftmost
+    assert flags.tolist() == [[0, 4, 0], [4, 0, 0], [0, 0, 4], [0, 4, 0], [4, 0, 0]]
+    assert torch.equal(got - plain, torch.nn.functional.pad(flags, (start, got.shape[1] - start - 3)))
