@@ -271,15 +271,16 @@ class BatchPlan:
                  for start, end in zip(starts, ends) for i in range(start, end, self.frame_group)]
         units = [units[i] for i in torch.randperm(len(units), generator=generator).tolist()]
         if self.group_by_length:
+            # sorted() is stable: units of equal longest length keep their random order
+            longest_first = lambda block: sorted(block, key=lambda u: -int(lengths[u].max()))  # noqa: E731
             window, grouped, block, size = self.batch_size * self.mega_batch_steps, [], [], 0
-            for unit in units + [None]:
-                if unit is None or size >= window:
-                    grouped += sorted(block, key=lambda u: -int(lengths[u].max()))  # stable: ties stay random
+            for unit in units:  # windows of at least `window` samples
+                block.append(unit)
+                size += len(unit)
+                if size >= window:
+                    grouped += longest_first(block)
                     block, size = [], 0
-                if unit is not None:
-                    block.append(unit)
-                    size += len(unit)
-            units = grouped
+            units = grouped + longest_first(block)
         return np.concatenate(units)
 
     def micro_batches(self, step: np.ndarray) -> list[np.ndarray]:
