@@ -10,9 +10,13 @@ with the learned `region_contents` layer added, its output at zero, and the vect
 them; `contents+comparisons` adds the `region_comparisons` layer too, or alone where the checkpoint has
 contents already; `groups` also switches on `region_groups`, the comparisons layer's same-group sum;
 `group-extremes` adds to the model's own vectors flags computed outside it: whether the mask is the
-leftmost, the rightmost or the middle one by centroid x of its group of masks, as the question lists them). It prints the validation accuracy at each evaluation. A language model that stays at
-chance even with oracle vectors says the bottleneck is the language model (from-scratch start, size,
-samples seen), not the visual features.
+leftmost, the rightmost or the middle one by centroid x of its group of masks, as the question lists them).
+`--asked-buffer-only` (count) keeps, of each count question's buffer masks, only the buffer the question
+asks about (named in the record's answer), in the training and validation questions alike: the choice of
+buffer is made for the model, and what is left is reading how many pallets stand in it.
+It prints the validation accuracy at each evaluation. A language model that stays at chance even with
+oracle vectors says the bottleneck is the language model (from-scratch start, size, samples seen), not the
+visual features.
 
     python benchmarks/oracle_regions.py --demo runs/demo --out runs/oracle --category left_right \
         --oracle x+index --steps 600 optim.lr.language_model=3e-3
@@ -149,7 +153,10 @@ def keep_asked_buffer(record: dict, source: str) -> dict:
         elif piece.strip():  # a dropped tag takes its separating space with it, never words
             text += piece
     new_index = {old: new for new, old in enumerate(keep)}
-    renumber = lambda t: re.sub(r"\[Region (\d+)\]", lambda m: f"[Region {new_index[int(m.group(1))]}]", t)  # noqa: E731
+
+    def renumber(answer_text: str) -> str:
+        return re.sub(r"\[Region (\d+)\]", lambda m: f"[Region {new_index[int(m.group(1))]}]", answer_text)
+
     out = dict(record, rle=[record["rle"][i] for i in keep])
     out["conversations"] = [{**record["conversations"][0], "value": re.sub(r" {2,}", " ", text)},
                             {**record["conversations"][1], "value": renumber(answer)}]
