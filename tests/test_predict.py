@@ -30,7 +30,7 @@ def test_interrupted_then_resumed_prediction_equals_one_run(tmp_path, checkpoint
     with open(tmp_path / "two" / PREDICTIONS, "a") as fh:  # a crash in the middle of writing a line
         fh.write('{"id": "torn')
     resumed = predict(engine, samples, tmp_path / "two", batch_size=4, max_new_tokens=6, progress=False)
-    assert resumed.skipped == 4 and resumed.answered == 8
+    assert resumed.already_done == 4 and resumed.answered == 8
     assert (tmp_path / "one" / SUBMISSION).read_bytes() == (tmp_path / "two" / SUBMISSION).read_bytes()
     assert read_finished(tmp_path / "one" / PREDICTIONS) == read_finished(tmp_path / "two" / PREDICTIONS)
     submission = json.loads((tmp_path / "one" / SUBMISSION).read_text())

@@ -134,6 +134,8 @@ def test_web_page_end_to_end(server, browser, tmp_path):
 
     # the question: typed, with one <mask> from the region list and one from a click on the region
     question = d.find_element(By.ID, "question")
+    assert question.get_attribute("value") == QUESTION  # the example's own question, not only a placeholder
+    question.clear()
     question.send_keys("How far is the pallet ")
     d.find_element(By.CSS_SELECTOR, "#region-list li[data-index='0'] .chip").click()
     question.send_keys(" from the pallet ")
@@ -202,6 +204,7 @@ def test_clicking_a_region_inserts_its_mask_and_keeps_the_numbering(server, brow
     assert len(boxes) == 3 and abs(boxes[2][0] - 546) <= 2 and abs(boxes[2][2] - 574) <= 2
 
     question = d.find_element(By.ID, "question")
+    question.clear()
     question.send_keys("Is the pallet ")
     d.find_element(By.CSS_SELECTOR, "#region-list li[data-index='1'] .chip").click()
     question.send_keys(" left of the pallet ")

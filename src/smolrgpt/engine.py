@@ -119,7 +119,13 @@ class SmolRGPT:
         from smolrgpt.modeling.checkpoint import load_checkpoint
         from smolrgpt.modeling.precision import apply_precision
 
-        model, processor = load_checkpoint(checkpoint, device=device)
+        model, processor = load_checkpoint(checkpoint, device=device, quiet=kwargs.pop("quiet", False))
+        context = model.config.text_config.max_position_embeddings
+        if kwargs.get("max_new_tokens", 1) > context:  # would allocate a KV cache beyond the model's reach
+            from smolrgpt.errors import ConfigError
+
+            raise ConfigError(f"--max-new-tokens {kwargs['max_new_tokens']} is more than the model's context of "
+                              f"{context} tokens")
         return cls(apply_precision(model, precision, device), processor, device=device, **kwargs)
 
     @contextlib.contextmanager

@@ -37,13 +37,16 @@ def _format_of_record(record) -> str | None:
 def _first_line_record(path: Path):
     import json
 
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    return json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise SampleError(f"first line is not JSON ({exc})", source=str(path)) from None
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    try:
+                        return json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise SampleError(f"first line is not JSON ({exc})", source=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise SampleError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", source=str(path)) from None
     return None
 
 
@@ -60,7 +63,11 @@ def detect_format(path: str | Path) -> str:
         from smolrgpt.data.jsonarray import first_element
 
         record = first_element(path)
+    if record is None:
+        raise SampleError("the file holds no records (an empty list or an empty file)", source=str(path))
     found = _format_of_record(record)
+    if found is None and not isinstance(record, dict):
+        raise SampleError(f"the first record is a JSON {type(record).__name__}, not an object", source=str(path))
     if found is None:
         keys = sorted(record) if isinstance(record, dict) else type(record).__name__
         raise SampleError(f"cannot tell the format from the first record (keys: {keys}); pass format= one of "

@@ -84,9 +84,13 @@ def _prepare_one(args):
 def build_cache(samples: Iterable[Sample], source: str | Path, processor, out_dir: str | Path,
                 samples_per_shard: int = 512, jobs: int = 1, total: int | None = None, progress: bool = True) -> Path:
     """Write (or resume writing) the cache of a data file's samples."""
+    from smolrgpt.atomic import claim_output
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
+    claim_output(out, "data prepare", overwrite=False, saved={} if manifest_path.is_file() else None, settings={},
+                 can_overwrite=False)
+    out.mkdir(parents=True, exist_ok=True)
     expected = {"version": CACHE_VERSION, "source": source_fingerprint(source), "processor": _settings(processor),
                 "samples_per_shard": samples_per_shard}
     manifest = {**expected, "shards": [], "complete": False}

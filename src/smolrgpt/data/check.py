@@ -2,9 +2,9 @@
 
 Each problem names the file, the record index, the record id and what is wrong. The file is streamed
 (the same readers as training, with their own tag/mask check turned off so that this module can report
-it per record), masks are decoded by the one mask pipeline (`processing.regions`), and images are
-checked from their headers only (PIL reads the size without decoding pixels; results are cached per
-file because many questions share one frame).
+it per record), masks are decoded by the one mask pipeline (`processing.regions`), and every image and
+depth map is decoded in full, so a truncated or corrupt file fails here rather than in `predict` or
+training (results are cached per file because many questions share one frame).
 
 Image and depth checks run when the folders are given (`images_root`, `depths_root`) or when the
 format's own layout points at folders that exist; otherwise they are skipped and the report says so.
@@ -33,9 +33,9 @@ PROBLEM_KINDS: dict[str, tuple[str, str]] = {
     "bad_record": ("error", "a field is missing or has the wrong type"),
     "duplicate_id": ("error", "the id was already used by an earlier record"),
     "missing_image": ("error", "the RGB image file does not exist"),
-    "unreadable_image": ("error", "the RGB image exists but its header cannot be read"),
+    "unreadable_image": ("error", "the RGB image exists but cannot be decoded (corrupt header or truncated)"),
     "missing_depth": ("error", "the depth map file does not exist"),
-    "unreadable_depth": ("error", "the depth map exists but its header cannot be read"),
+    "unreadable_depth": ("error", "the depth map exists but cannot be decoded (corrupt header or truncated)"),
     "depth_size": ("error", "the depth map size differs from the image size"),
     "depth_mode": ("warning", "the depth map is not 8-bit single channel like the rest of Track 3"),
     "tag_mask_mismatch": ("error", "the number of <mask> tags differs from the number of masks"),
@@ -130,11 +130,16 @@ class _BoundedCache(dict):
 
 
 def _read_header(source, cache: _BoundedCache) -> tuple[int, int, str] | str:
-    """(height, width, mode) from the image header, or why not: "missing" or the reading error.
-    Cached per path because many questions share one frame."""
+    """(height, width, mode) of a fully decoded image, or why not: "missing" or the decoding error (a
+    truncated file has a good header, so the pixels are decoded too). Cached per path because many
+    questions share one frame."""
     from PIL import Image
 
     if isinstance(source, Image.Image):  # embedded bytes, opened lazily by the parquet reader
+        try:
+            source.load()
+        except Exception as exc:  # noqa: BLE001 - PIL raises many unrelated types on corrupt data
+            return f"{type(exc).__name__}: {exc}"
         return source.height, source.width, source.mode
     key = str(source)
     if key in cache:
@@ -143,6 +148,7 @@ def _read_header(source, cache: _BoundedCache) -> tuple[int, int, str] | str:
         return cache.remember(key, "missing")
     try:
         with Image.open(source) as img:
+            img.load()
             return cache.remember(key, (img.height, img.width, img.mode))
     except Exception as exc:  # PIL raises many unrelated types on corrupt headers
         return cache.remember(key, f"{type(exc).__name__}: {exc}")

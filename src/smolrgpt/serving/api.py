@@ -127,10 +127,26 @@ class ParsedRequest:
     mask_files: list[bytes] | None = None
 
 
-def _loads_strict(text: str | bytes):
+MAX_JSON_DEPTH = 32  # the deepest real request (a region list of polygons) is 4 levels
+
+
+def _loads_strict(text: str | bytes, what: str = "the body"):
+    """JSON without NaN/Infinity and at most MAX_JSON_DEPTH levels deep (a 100,000-level body would
+    otherwise exhaust the parser's recursion)."""
     def refuse(name):
         raise ValueError(f"{name} is not a JSON number")
-    return json.loads(text, parse_constant=refuse)
+    try:
+        obj = json.loads(text, parse_constant=refuse)
+    except RecursionError:
+        raise RequestError(400, f"{what} is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    stack = [(obj, 1)]
+    while stack:  # iterative: the depth check itself must not recurse
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise RequestError(400, f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return obj
 
 
 async def read_request(request: Request, limits: Limits, model: type[BaseModel]) -> ParsedRequest:
@@ -191,7 +207,7 @@ def _parse_form(raw: dict, files: dict, model: type[BaseModel]) -> ParsedRequest
         raise _unprocessable("mask files belong to POST /v1/ask, not to a frame upload")
     if "regions" in raw:
         try:
-            raw["regions"] = _loads_strict(raw["regions"])
+            raw["regions"] = _loads_strict(raw["regions"], "regions")
         except ValueError as exc:
             raise _unprocessable(f"regions: not valid JSON ({exc})") from None
     try:

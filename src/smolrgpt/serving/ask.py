@@ -10,8 +10,8 @@ line, and the k-th <mask> of the question refers to region k.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -52,6 +52,10 @@ def add_ask_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--precision", choices=["fp32", "int8", "bf16", "auto"], default="fp32",
                    help="fp32, int8 (CPU), bf16 (GPU) or auto (the fastest for the device)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice, one per core); 1 is faster for tiny models "
+                        "and on busy machines")
+    p.add_argument("--overwrite", action="store_true", help="let --show replace an existing file")
 
 
 def parse_box(text: str) -> Region:
@@ -60,6 +64,8 @@ def parse_box(text: str) -> Region:
         x1, y1, x2, y2 = (float(s) for s in parts)
     except ValueError:
         raise AskError(f"bad --box {text!r}: expected x1,y1,x2,y2 (4 numbers, pixels)") from None
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise AskError(f"bad --box {text!r}: the coordinates must be finite numbers (no nan or inf)")
     if not (x2 > x1 and y2 > y1):
         raise AskError(f"bad --box {text!r}: x2 must be greater than x1 and y2 greater than y1")
     return Region("box", [x1, y1, x2, y2])
@@ -67,6 +73,8 @@ def parse_box(text: str) -> Region:
 
 def read_rle_file(path: str) -> list[Region]:
     file = Path(path)
+    if file.is_dir():
+        raise AskError(f"--rle {path} is a folder, not a JSON file")
     if not file.is_file():
         raise AskError(f"RLE file not found: {path}")
     try:
@@ -74,7 +82,9 @@ def read_rle_file(path: str) -> list[Region]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise AskError(f"{path} is not valid JSON ({exc})") from None
     items = data if isinstance(data, list) else [data]
-    if not items or not all(isinstance(d, dict) and "size" in d and "counts" in d for d in items):
+    if not items:
+        raise AskError(f"{path} holds an empty list: it has no region (give one COCO RLE dict or a list of them)")
+    if not all(isinstance(d, dict) and "size" in d and "counts" in d for d in items):
         raise AskError(f"{path} must hold a COCO RLE dict {{\"size\": [h, w], \"counts\": ...}} or a list of them")
     return [Region("rle", d) for d in items]
 
@@ -88,34 +98,31 @@ def collect_regions(items: list[tuple[str, str]]) -> list[Region]:
         elif kind == "rle":
             regions.extend(read_rle_file(value))
         else:
+            if Path(value).is_dir():
+                raise AskError(f"--mask {value} is a folder, not an image file")
             if not Path(value).is_file():
                 raise AskError(f"mask file not found: {value}")
             regions.append(Region("mask", value))
     return regions
 
 
-@contextlib.contextmanager
-def _quiet_loading():
-    """No weight-loading progress bar: `ask` prints its answer and nothing else."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
 def run_ask(args) -> int:
-    from smolrgpt.engine import SmolRGPT
+    import torch
 
+    from smolrgpt.engine import SmolRGPT
+    from smolrgpt.modeling.checkpoint import quiet_loading
+
+    if not args.question.strip():
+        raise AskError("the question is empty")
     for flag, path in (("--image", args.image), ("--depth", args.depth)):
+        if path is not None and Path(path).is_dir():
+            raise AskError(f"{flag} {path} is a folder, not an image file")
         if path is not None and not Path(path).is_file():
             raise AskError(f"{flag} file not found: {path}")
     if args.max_new_tokens < 1:
         raise AskError("--max-new-tokens must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise AskError("--threads must be >= 1")
     regions = collect_regions(args.regions)
     tags = args.question.count(MASK_TAG)
     if tags != len(regions):
@@ -125,8 +132,14 @@ def run_ask(args) -> int:
         raise AskError("a question with regions needs --depth")
     if args.show and not Path(args.show).resolve().parent.is_dir():
         raise AskError(f"--show: folder not found: {Path(args.show).parent}")
+    if args.show:
+        from smolrgpt.atomic import claim_output
 
-    with _quiet_loading():
+        claim_output(args.show, "ask", overwrite=args.overwrite, folder=False, flag="--show")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    with quiet_loading():
         try:
             engine = SmolRGPT.load(args.model, device=args.device, precision=args.precision,
                                    max_new_tokens=args.max_new_tokens)

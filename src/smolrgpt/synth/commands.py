@@ -68,12 +68,14 @@ def parse_splits(text: str) -> tuple[tuple[str, int], ...]:
         counts[name] = int(value)
     if not counts:
         raise ConfigError("--splits is empty")
+    if not any(counts.values()):
+        raise ConfigError(f"--splits {text!r} asks for no frame at all")
     return tuple((s, counts.get(s, 0)) for s in SPLITS)
 
 
 def default_splits(train_frames: int) -> tuple[tuple[str, int], ...]:
-    if train_frames < 0:
-        raise ConfigError(f"--frames must be >= 0, got {train_frames}")
+    if train_frames < 1:
+        raise ConfigError(f"--frames must be >= 1, got {train_frames}")
     small = math.ceil(train_frames / 10)
     return (("train", train_frames), ("val", small), ("test", small))
 
@@ -135,20 +137,20 @@ def _frame_job(job):
 
 
 def _check_manifest(config: SynthConfig, force: bool) -> None:
+    """The shared output guard: resume a data set made with the same settings; refuse anything else in
+    --out unless --overwrite (alias --force)."""
+    from smolrgpt.atomic import claim_output
 
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a directory")
     path = out / MANIFEST
-    if path.exists() and not force:
-        try:
-            old = json.loads(path.read_text())
-        except ValueError:
-            old = None
-        if old != config.identity():
-            raise ConfigError(f"{out} holds a data set made with other settings ({path}); choose another --out, "
-                              "or pass --force to replace its frames")
-    if force:  # frames made with other settings must not be picked up as finished
+    try:
+        saved = json.loads(path.read_text()) if out.is_dir() and path.is_file() else None
+    except (ValueError, UnicodeDecodeError):
+        saved = None
+    if not isinstance(saved, dict):
+        saved = None
+    verdict = claim_output(out, "synth", overwrite=force, saved=saved, settings=config.identity())
+    if verdict == "replace" and out.is_dir():  # frames made with other settings must not be picked up as finished
         for split in SPLITS:
             for scene_file in (out / split / "scenes").glob("*.json"):
                 scene_file.unlink()
@@ -207,8 +209,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes rendering frames in parallel (default 1)")
     parser.add_argument("--instance-maps", action="store_true",
                         help="also write 16-bit instance-id PNGs to {split}/instances/")
-    parser.add_argument("--force", action="store_true",
-                        help="replace frames in --out that were made with other settings")
+    parser.add_argument("--overwrite", "--force", dest="force", action="store_true",
+                        help="replace what --out holds (frames made with other settings, or anything else)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

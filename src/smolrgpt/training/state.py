@@ -15,7 +15,6 @@ cut short, a truncated file), is refused with a CheckpointError before any of it
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -24,32 +23,17 @@ import numpy as np
 import torch
 
 from smolrgpt.errors import CheckpointError
-from smolrgpt.atomic import file_sha256, staged_folder
-from smolrgpt.modeling.checkpoint import write_checkpoint_files
+from smolrgpt.atomic import staged_folder
+from smolrgpt.modeling import checkpoint as M
+from smolrgpt.modeling.checkpoint import MANIFEST, write_checkpoint_files
 
-MANIFEST = "manifest.json"
 TRAINER_STATE = "trainer_state.pt"
 TRAINER_INFO = "trainer_state.json"
 STATE_VERSION = 1
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_manifest(folder: Path) -> dict:
-    files = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
-        _fsync(path)  # on disk before the manifest vouches for it
-        files[str(path.relative_to(folder))] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
-    manifest = {"format": "smolrgpt-training-checkpoint", "version": STATE_VERSION, "files": files}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    _fsync(folder / MANIFEST)
-    return manifest
+    return M.write_manifest(folder, format="smolrgpt-training-checkpoint", version=STATE_VERSION, written_by="train")
 
 
 def verify_checkpoint(folder: str | Path) -> dict:
@@ -57,24 +41,10 @@ def verify_checkpoint(folder: str | Path) -> dict:
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder not found: {folder}")
-    if not (folder / MANIFEST).is_file():
+    manifest = M.verify_manifest(folder)
+    if manifest is None:
         raise CheckpointError(f"{folder} has no {MANIFEST}: the checkpoint is partial (or not written by "
                               "`smolrgpt train`); refusing to load it")
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{folder / MANIFEST} is unreadable ({exc})") from None
-    for name, meta in files.items():
-        path = folder / name
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {folder} is incomplete: {name} is missing")
-        size = path.stat().st_size
-        if size != meta["size"]:
-            raise CheckpointError(f"checkpoint {folder} is corrupt: {name} has {size} bytes, the manifest "
-                                  f"says {meta['size']}")
-        if file_sha256(path) != meta["sha256"]:
-            raise CheckpointError(f"checkpoint {folder} is corrupt: {name} does not match its sha256")
     return manifest
 
 

