@@ -97,14 +97,31 @@ def smolrgpt_cmd(*args: str) -> list[str]:
 
 def run_env() -> dict:
     env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", PYTHONHASHSEED="0", TOKENIZERS_PARALLELISM="false")
+    # a process group that lost a peer gives up after 2 minutes instead of torch's default 10 (or 60)
+    env.update(OMP_NUM_THREADS="1", PYTHONHASHSEED="0", TOKENIZERS_PARALLELISM="false",
+               SMOLRGPT_DIST_TIMEOUT_S="120")
     return env
 
 
 def run(cmd: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=run_env(), cwd=REPO)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
+    """Run a command in a session of its own; past `timeout` the whole group (torchrun and its workers)
+    is killed and the test fails, so a hung process group can never hang the suite."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env(), cwd=REPO,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{' '.join(map(str, cmd))} did not end within {timeout} s (killed):\n"
+                             f"{out[-3000:]}\n{err[-5000:]}") from None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    done = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    assert done.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{out[-3000:]}\n{err[-5000:]}"
+    return done
 
 
 def train_losses(out: Path) -> dict[int, float]:

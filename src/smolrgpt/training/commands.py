@@ -117,7 +117,7 @@ def run_curriculum(args) -> int:
     tune_allocator()
     out = Path(args.out)
     previous: Path | None = None
-    summaries = []
+    summaries, finished = [], False
     try:
         for index, path in enumerate(configs, start=1):
             stage_dir = out / f"stage{index}"
@@ -135,8 +135,9 @@ def run_curriculum(args) -> int:
                     print(f"curriculum: resuming {stage_dir}", flush=True)
                 summaries.append(train(config, resume=resume, keep_process_group=True))
             previous = next_init(stage_dir, args.init_from)
+        finished = True
     finally:
-        D.shutdown()
+        D.shutdown(together=finished)
     if _is_main_process():
         print(json.dumps({"stages": summaries, "final_checkpoint": str(previous)}))
     return 0

@@ -45,12 +45,30 @@ def init_distributed(device: torch.device) -> World:
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=60), **kwargs)
+        dist.init_process_group(backend, timeout=process_group_timeout(), **kwargs)
     return world
 
 
-def shutdown() -> None:
-    if dist.is_initialized():
+def process_group_timeout() -> datetime.timedelta:
+    """How long a collective waits for the other processes before failing (SMOLRGPT_DIST_TIMEOUT_S,
+    default 60 minutes: long evaluations on one rank must not time out the others)."""
+    return datetime.timedelta(seconds=float(os.environ.get("SMOLRGPT_DIST_TIMEOUT_S", 3600)))
+
+
+def shutdown(together: bool = True) -> None:
+    """Leave the process group. `together` (a run that ended normally): a barrier first, so no process
+    tears down the group while a peer is still in a collective (Gloo could then hang at exit). After an
+    error the peers may be inside another collective: leave at once."""
+    if not dist.is_initialized():
+        return
+    try:
+        if not together:
+            pass
+        elif dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=process_group_timeout())
+        else:
+            dist.barrier()
+    finally:
         dist.destroy_process_group()
 
 

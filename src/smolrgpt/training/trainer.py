@@ -433,9 +433,11 @@ def _spread(epoch: list, count: int) -> list:
 
 def train(config: TrainingConfig, resume: bool = False, keep_process_group: bool = False) -> dict:
     """Run one stage. `keep_process_group` lets the curriculum run several stages in one torchrun job."""
-    trainer = Trainer(config, resume)
+    trainer, finished = Trainer(config, resume), False
     try:
-        return trainer.fit()
+        summary = trainer.fit()
+        finished = True
+        return summary
     finally:
         if not keep_process_group:
-            D.shutdown()
+            D.shutdown(together=finished)
