@@ -23,6 +23,12 @@ def _umask() -> int:
     return mask
 
 
+def apply_umask(path: str | os.PathLike) -> None:
+    """Give a file written by a library that makes private temporary files (safetensors, transformers:
+    0600) the mode a plain open() would have given it."""
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~_umask())
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

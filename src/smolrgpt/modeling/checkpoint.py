@@ -203,6 +203,10 @@ def write_checkpoint_files(model, processor, folder: Path, extra_files: dict[str
     processor.save_pretrained(folder)
     for name, text in (extra_files or {}).items():
         (folder / name).write_text(text)
+    from smolrgpt.atomic import apply_umask
+
+    for path in Path(folder).rglob("*"):
+        apply_umask(path)
 
 
 def save_checkpoint(model, processor, path: str | Path, extra_files: dict[str, str] | None = None,
