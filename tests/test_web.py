@@ -222,3 +222,49 @@ def test_clicking_a_region_inserts_its_mask_and_keeps_the_numbering(server, brow
     assert d.execute_script("return window.smolrgpt.lastRequest.regions") == [{"box": b} for b in reordered]
     assert d.execute_script("return document.getElementById('answer-text').textContent") == \
         d.execute_script("return window.smolrgpt.lastAnswer.answer")
+
+
+def test_example_question_failed_upload_and_edited_question(server, browser, tmp_path):
+    """Choosing an example puts its question in the field (its <mask> tags count); a frame the server refuses
+    leaves no frame active (Ask cannot ask about the previous image); editing the question clears the answer
+    shown for the question before the edit."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    d = browser
+    d.get(server.url + "/")
+    wait_for(d, "document.body.dataset.ready === '1'")
+    Select(d.find_element(By.ID, "example-select")).select_by_index(1)
+    wait_for(d, "window.smolrgpt.frameId")
+    question = d.find_element(By.ID, "question")
+    assert question.get_attribute("value") == QUESTION
+    assert d.find_element(By.ID, "mapping-status").text == "the question has 2 <mask> tags but 0 regions are drawn"
+    d.find_element(By.ID, "suggested").click()
+    assert d.find_element(By.ID, "mapping-status").text == "2 <mask> tags ↔ 2 regions"
+    d.find_element(By.ID, "ask").click()
+    wait_for(d, "window.smolrgpt.lastAnswer")
+    answer = d.execute_script("return document.getElementById('answer-text').textContent")
+    assert answer not in ("—", "thinking…")
+    question.send_keys(" ")  # an edit: the old answer no longer belongs to the question
+    assert d.execute_script("return document.getElementById('answer-text').textContent") == "—"
+
+    rgb, depth = tmp_path / "rgb.png", tmp_path / "depth.png"
+    Image.fromarray(np.full((90, 160, 3), 200, np.uint8)).save(rgb)
+    depth.write_bytes(b"\x89PNG\r\n\x1a\n not a png at all")  # the browser need not show it; the server refuses it
+    d.find_element(By.ID, "depth-file").send_keys(str(depth))
+    d.find_element(By.ID, "rgb-file").send_keys(str(rgb))
+    wait_for(d, "document.getElementById('frame-status').textContent === 'the frame was refused'")
+    assert "depth: not an image" in d.find_element(By.ID, "error").text
+    assert d.execute_script("return window.smolrgpt.frameId") is None
+    assert d.execute_script("return window.smolrgpt.image") is None
+    assert not d.find_element(By.ID, "ask").is_enabled()
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    Select(d.find_element(By.ID, "example-select")).select_by_index(1)
+    wait_for(d, "window.smolrgpt.frameId")
+    d.execute_script("document.getElementById('depth-file').value = ''")
+    d.find_element(By.ID, "rgb-file").send_keys(str(broken))
+    wait_for(d, "document.getElementById('error').textContent.startsWith('RGB image:')")
+    assert d.execute_script("return window.smolrgpt.frameId") is None
+    assert not d.find_element(By.ID, "ask").is_enabled()
