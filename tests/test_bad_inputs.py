@@ -398,3 +398,74 @@ def test_train_bad_model_init(ws, capsys, tmp_path, init, needle):
 def test_demo_never_writes_into_what_it_did_not_make(ws, capsys, target):
     rc, _, err = run_cli(["demo", "--out", p(ws, target), "--no-progress"], capsys)
     check(rc, err, 2, str(p(ws, target)), "remove it or choose another --out")
+
+
+# --------------------------------------------------------------------- found beyond the list
+def test_predict_images_root_not_found(ws, capsys, tmp_path):
+    rc, _, err = run_cli(["predict", "--model", ws["ckpt"], "--data", ws["split"], "--out", tmp_path / "o",
+                          "--images-root", tmp_path / "nowhere", "--no-progress"], capsys)
+    check(rc, err, 2, "--images-root", "nowhere: folder not found")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "init", "synth"])
+def test_an_output_the_system_refuses_is_one_line(ws, capsys, command):
+    out = "/proc/smolrgpt-cannot-write-here"
+    argv = {"predict": ["predict", "--model", ws["ckpt"], "--data", ws["split"], "--out", out, "--no-progress"],
+            "init": ["init", "--out", out],
+            "synth": ["synth", "--out", out, "--frames", "1", "--size", "160x96", "--quiet"]}[command]
+    rc, _, err = run_cli(argv, capsys)
+    check(rc, err, 2, "cannot use /proc/smolrgpt-cannot-write-here")
+
+
+def test_serve_bad_host_and_port_in_use(ws, capsys):
+    import socket
+
+    rc, _, err = run_cli(["serve", "--model", ws["ckpt"], "--host", "256.1.1.1"], capsys)
+    check(rc, err, 2, "cannot listen on 256.1.1.1:8000")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        rc, _, err = run_cli(["serve", "--model", ws["ckpt"], "--port", port], capsys)
+        check(rc, err, 2, f"cannot listen on 127.0.0.1:{port}", "in use")
+
+
+@pytest.mark.parametrize("bad,needle", [(["--max-batch", "0"], "--max-batch must be >= 1"),
+                                        (["--port", "70000"], "--port must be 0..65535"),
+                                        (["--threads", "0"], "--threads must be >= 1"),
+                                        (["--max-request-mb", "0"], "--max-request-mb > 0"),
+                                        (["--device", "potato"], "is not a torch device"),
+                                        (["--max-new-tokens", "100000000"], "more than the model's context")])
+def test_serve_bad_options(ws, capsys, bad, needle):
+    rc, _, err = run_cli(["serve", "--model", ws["ckpt"], "--port", "0", *bad], capsys)
+    check(rc, err, 2, needle)
+
+
+def test_ctrl_c_is_one_line(ws, capsys, monkeypatch):
+    import smolrgpt.modeling.commands as commands
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "run_info", interrupted)
+    rc, _, err = run_cli(["info"], capsys)
+    assert rc == 130 and err == "smolrgpt info: interrupted\n"
+
+
+def test_ask_decompression_bomb_and_mask_size(ws, capsys, tmp_path):
+    huge = tmp_path / "huge.png"
+    Image.fromarray(np.zeros((14000, 14000), np.uint8)).save(huge)
+    rc, _, err = run_cli(["ask", "--model", ws["ckpt"], "--image", huge, "Q?"], capsys)
+    check(rc, err, 2, "huge.png", "exceeds limit")
+    small = tmp_path / "small.png"
+    Image.fromarray(np.full((10, 10), 255, np.uint8)).save(small)
+    rc, _, err = run_cli(["ask", "--model", ws["ckpt"], "--image", ws["rgb"], "--depth", ws["depth"], "--mask", small,
+                          "Q <mask>?"], capsys)
+    check(rc, err, 2, "mask size 10x10 differs from the image size 90x160")
+
+
+def test_eval_gt_file_not_found(ws, capsys, tmp_path):
+    rc, _, err = run_cli(["eval", "--model", ws["ckpt"], "--data", ws["test_split"], "--out", tmp_path / "e",
+                          "--gt", tmp_path / "nope.json", "--no-progress"], capsys)
+    check(rc, err, 2, "nope.json")

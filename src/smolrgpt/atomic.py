@@ -60,7 +60,10 @@ def staged_folder(folder: str | os.PathLike):
     left as it was."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    except OSError as exc:  # name the folder asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror, str(folder)) from None
     try:
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
         yield staging

@@ -72,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:  # Ctrl-C: what was written is complete (atomic writes); a rerun resumes
+        print(f"smolrgpt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a path the system refuses (no such folder, permission, disk full): name it
+        if exc.filename is None:
+            raise
+        print(f"smolrgpt {args.command}: error: cannot use {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ def _check_args(args) -> None:
                         ("--limit", args.limit), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
+    for flag, folder in (("--images-root", args.images_root), ("--depths-root", args.depths_root)):
+        if folder is not None and not Path(folder).is_dir():
+            raise ConfigError(f"{flag} {folder}: folder not found")
 
 
 def _load(args):

@@ -42,6 +42,15 @@ def _check(args) -> None:
         raise ConfigError("--threads must be >= 1")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {args.port}")
+    import socket
+
+    try:  # bind once here, so a bad --host or a port in use is one line before the model loads
+        family, kind, proto, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") from None
 
 
 def _is_loopback(host: str) -> bool:
