@@ -469,3 +469,22 @@ def test_eval_gt_file_not_found(ws, capsys, tmp_path):
     rc, _, err = run_cli(["eval", "--model", ws["ckpt"], "--data", ws["test_split"], "--out", tmp_path / "e",
                           "--gt", tmp_path / "nope.json", "--no-progress"], capsys)
     check(rc, err, 2, "nope.json")
+
+
+@pytest.mark.parametrize("bad,needle", [(["--model", "@nope"], "checkpoint folder not found"),
+                                        (["--model", "@rgb"], "is a file, not a checkpoint folder"),
+                                        (["--preset", "smolrgpt-huge"], "invalid choice: 'smolrgpt-huge'"),
+                                        (["--jobs", "0"], "--jobs and --samples-per-shard must be at least 1"),
+                                        (["--out", "@foreign"], "already holds a folder (notes.txt)")])
+def test_data_prepare_refuses_bad_input(ws, capsys, tmp_path, bad, needle):
+    bad = [str(p(ws, a[1:])) if a.startswith("@") else a for a in bad]
+    argv = ["data", "prepare", ws["split"], "--no-progress", *bad]
+    if "--out" not in bad:
+        argv += ["--out", tmp_path / "cache"]
+    rc, _, err = run_cli(argv, capsys)
+    check(rc, err, 2, needle)
+
+
+def test_hello_negative_seed(capsys):
+    rc, _, err = run_cli(["hello", "--seed", "-1"], capsys)
+    check(rc, err, 2, "--seed must be >= 0, got -1")

@@ -54,11 +54,18 @@ def _run_check(args: argparse.Namespace) -> int:
     return 0 if report.ok(strict=args.strict) else 1
 
 
+def _preset_names() -> list[str]:
+    from smolrgpt.modeling.config import PRESETS
+
+    return sorted(PRESETS)
+
+
 def _add_prepare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="data file to prepare (any format `data check` reads, frames stored as files)")
     p.add_argument("--out", required=True, help="cache folder (a rerun resumes an interrupted prepare)")
     p.add_argument("--model", help="checkpoint whose processor settings to use (image size, mask grid)")
-    p.add_argument("--preset", default="smolrgpt-600m", help="preset whose settings to use when no --model")
+    p.add_argument("--preset", default="smolrgpt-600m", choices=_preset_names(),
+                   help="preset whose settings to use when no --model")
     p.add_argument("--format", default="auto", choices=("auto",) + FORMATS, help="reader (default: sniffed)")
     p.add_argument("--images-root", default=None, help="image folder (default: the format's own layout)")
     p.add_argument("--depths-root", default=None, help="depth folder (default: the format's own layout)")
@@ -76,7 +83,10 @@ def _run_prepare(args: argparse.Namespace) -> int:
     if args.jobs < 1 or args.samples_per_shard < 1:
         raise ConfigError("--jobs and --samples-per-shard must be at least 1")
     if args.model:
-        processor = SmolRGPTProcessor.from_pretrained(args.model)
+        from smolrgpt.modeling.checkpoint import check_checkpoint_folder
+
+        # checked first: from_pretrained would take a missing folder for a Hub id and try the network
+        processor = SmolRGPTProcessor.from_pretrained(check_checkpoint_folder(args.model))
     else:
         processor = preset_settings(args.preset)
     samples = open_dataset(args.file, args.format, images_root=args.images_root, depths_root=args.depths_root)

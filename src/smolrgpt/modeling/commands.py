@@ -127,7 +127,7 @@ def run_convert(args) -> int:
 
 
 def add_hello_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and the example frame (>= 0)")
 
 
 def run_hello(args) -> int:
@@ -142,6 +142,10 @@ def run_hello(args) -> int:
     from smolrgpt.processing.tokenizer import build_tiny_tokenizer
     from smolrgpt.synth.example import example_frame
 
+    if args.seed < 0:
+        from smolrgpt.errors import ConfigError
+
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
     run_info(argparse.Namespace(preset="smolrgpt-tiny", model=None, json=False))
     torch.manual_seed(args.seed)
     config = SmolRGPTConfig.from_preset("smolrgpt-tiny")

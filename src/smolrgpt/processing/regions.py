@@ -76,6 +76,11 @@ def _polygon_mask(polygons, image_size: tuple[int, int]) -> np.ndarray:
     h, w = image_size
     if not polygons or any(len(p) < 6 or len(p) % 2 for p in polygons):
         raise RegionDecodeError("a polygon needs at least 3 (x, y) points as a flat list")
+    points = np.asarray([v for p in polygons for v in p], np.float64)
+    reach = 2 * max(h, w)  # pycocotools walks every edge pixel: coordinates of 1e9 crash the process
+    if not np.isfinite(points).all() or np.abs(points).max() > reach:
+        raise RegionDecodeError(f"polygon coordinates must be finite numbers between -{reach} and {reach} "
+                               "(twice the longer side of the image)")
     rles = coco_mask.frPyObjects([list(map(float, p)) for p in polygons], h, w)
     return coco_mask.decode(coco_mask.merge(rles))
 
