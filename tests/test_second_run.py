@@ -167,3 +167,12 @@ def test_train_twice(tmp_path, capsys):
     rc, _, err = run_cli(["ask", "--model", tmp_path / "copy", "--image", data / "train/images/000000.png", "Q?"],
                          capsys)
     assert rc == 2 and "model.safetensors does not match its sha256" in err
+
+
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_no_progress_silences_the_weight_loading_bar(ws, tmp_path, capsys, command):
+    from transformers.utils import logging as hf_logging
+
+    rc, _, err = run_cli(_predict(ws, tmp_path / "run", "--threads", "1", command=command), capsys)
+    assert rc == 0 and "Loading weights" not in err and "predict:" not in err
+    assert hf_logging.is_progress_bar_enabled()  # switched back on for whoever loads next
