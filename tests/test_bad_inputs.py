@@ -236,7 +236,7 @@ def test_a_bad_record_is_reported_and_the_others_answered(ws, capsys, tmp_path, 
     rc, stdout, err = run_cli([command, "--model", ws["ckpt"], "--data", ws["bad_split"], "--out", out,
                                "--no-progress", "--max-new-tokens", "2"], capsys)
     assert rc == 1, err
-    assert f"skipped sample {ws['bad_id']!r} in {ws['bad_file']}:" in err
+    assert f"skipped sample {ws['bad_id']!r} in {ws['bad_split']}#record 0 (image {ws['bad_file']}):" in err
     assert "2 question(s) skipped: they cannot be answered" in err  # both questions of the truncated frame
     assert "answered 4 question(s)" in stdout
     skipped = json.loads((out / "skipped.json").read_text())
@@ -488,3 +488,26 @@ def test_data_prepare_refuses_bad_input(ws, capsys, tmp_path, bad, needle):
 def test_hello_negative_seed(capsys):
     rc, _, err = run_cli(["hello", "--seed", "-1"], capsys)
     check(rc, err, 2, "--seed must be >= 0, got -1")
+
+
+def test_records_with_bad_regions_are_skipped_not_fatal(ws, capsys, tmp_path):
+    """Tags and regions that disagree, an RLE of another size and a missing image: each record reported by
+    id, data record and image; the good ones answered; exit 1 (and 2 with --strict, at the first)."""
+    records = json.loads(ws["split"].read_text())
+    tags, size, image = (json.loads(json.dumps(records[k % len(records)])) for k in range(3))
+    tags.update(id="bad-tags", rle=tags["rle"][:1])
+    size["id"] = "bad-size"
+    size["rle"][0]["size"] = [10, 10]
+    image.update(id="bad-image", image="nope.png")
+    data = tmp_path / "mixed.json"
+    data.write_text(json.dumps([tags, size, image] + records))
+    roots = ["--images-root", ws["split"].parent / "val" / "images", "--depths-root", ws["split"].parent / "val" / "depths"]
+    argv = ["predict", "--model", ws["ckpt"], "--data", data, "--no-progress", "--max-new-tokens", "2", *roots]
+    rc, out, err = run_cli(argv + ["--out", tmp_path / "o"], capsys)
+    assert rc == 1 and "answered 4 question(s)" in out
+    assert f"skipped sample 'bad-tags' in {data}#record 0" in err and "2 <mask> tag(s) but the sample has 1" in err
+    assert f"skipped sample 'bad-size' in {data}#record 1" in err and "mask size 10x10 differs" in err
+    assert f"skipped sample 'bad-image' in {data}#record 2" in err and "nope.png" in err
+    assert "3 question(s) skipped" in err
+    rc, _, err = run_cli(argv + ["--out", tmp_path / "strict", "--strict"], capsys)
+    check(rc, err, 2, "sample 'bad-image'", "--strict stops at the first bad record")

@@ -59,7 +59,10 @@ def _load(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     samples = []
-    for sample in open_dataset(args.data, args.format, images_root=args.images_root, depths_root=args.depths_root):
+    # validate=False: a record whose <mask> tags and regions disagree is refused by the engine, so predict
+    # reports it and goes on (the reader's own check would stop the whole run at that record)
+    for sample in open_dataset(args.data, args.format, images_root=args.images_root, depths_root=args.depths_root,
+                               validate=False):
         samples.append(sample)
         if args.limit and len(samples) >= args.limit:
             break
@@ -125,7 +128,8 @@ def _summary(result, out: Path) -> int:
         import sys
 
         for row in result.bad[:5]:
-            print(f"skipped sample {row['id']!r} in {row['file']}: {row['error']}", file=sys.stderr)
+            print(f"skipped sample {row['id']!r} in {row['record']} (image {row['file']}): {row['error']}",
+                  file=sys.stderr)
         print(f"{len(result.bad)} question(s) skipped: they cannot be answered (listed in {out / SKIPPED}); "
               "the submission lacks them", file=sys.stderr)
         return 1

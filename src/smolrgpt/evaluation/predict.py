@@ -61,7 +61,7 @@ class PredictResult:
     already_done: int
     out_dir: Path
     rows: list[dict]
-    bad: list[dict] = field(default_factory=list)  # {"id", "file", "error"} of each record left out
+    bad: list[dict] = field(default_factory=list)  # {"id", "record", "file", "error"} of each record left out
 
 
 def _where(sample: Sample) -> str:
@@ -140,6 +140,6 @@ def predict(engine, samples: list[Sample], out_dir: str | Path, batch_size: int 
 def _leave_out(bad: list[dict], sample: Sample, exc: SmolRGPTError, strict: bool) -> None:
     reason = getattr(exc, "reason", str(exc))
     if strict:
-        raise SmolRGPTError(f"sample {sample.id!r} in {_where(sample)}: {reason} (--strict stops at the first "
-                            "bad record)") from None
-    bad.append({"id": sample.id, "file": _where(sample), "error": reason})
+        raise SmolRGPTError(f"sample {sample.id!r} in {sample.source} (image {_where(sample)}): {reason} "
+                            "(--strict stops at the first bad record)") from None
+    bad.append({"id": sample.id, "record": sample.source, "file": _where(sample), "error": reason})
