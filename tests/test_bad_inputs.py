@@ -39,6 +39,9 @@ def ws(tmp_path_factory):
     (root / "object.json").write_text('{"a": 1}')
     (root / "latin1.json").write_bytes(b'[{"id": "caf\xe9"}]')
     (root / "not_json.json").write_text("[{oops")
+    deep = "[" * 100_000 + "]" * 100_000
+    (root / "deep.json").write_text('[{"id": "x", "image": "a.png", "conversations": ' + deep + "}]")
+    (root / "deep.jsonl").write_text('{"id": "x", "image": "a.png", "conversations": ' + deep + "}\n")
     (root / "rle_empty.json").write_text("[]")
     (root / "rle_wrong.json").write_text('{"size": [90, 160]}')
     (root / "rle_not_json.json").write_text("{")
@@ -205,6 +208,8 @@ PREDICT_CASES = {
     "data_object": ([], "object.json", 2, ["object.json", "expected a JSON array"]),
     "data_latin1": ([], "latin1.json", 2, ["latin1.json", "UTF-8"]),
     "data_not_json": ([], "not_json.json", 2, ["not_json.json"]),
+    "data_nested_100000": ([], "deep.json", 2, ["deep.json", "nested too deeply to read"]),
+    "data_jsonl_nested_100000": ([], "deep.jsonl", 2, ["deep.jsonl", "nested too deeply to read"]),
     "data_is_text": (["--format", "track3"], "text.txt", 2, ["text.txt"]),
     "format_unknown": (["--format", "csv"], "split", 2, ["csv"]),
     "out_is_a_file": (["--out", "@text.txt"], "split", 2, ["text.txt is an existing file", "--overwrite"]),
@@ -362,7 +367,9 @@ def test_data_check_decodes_every_image(broken_data, capsys, case):
 
 @pytest.mark.parametrize("name,needle", [("empty.json", "holds no records"), ("ints.json", "JSON int"),
                                          ("latin1.json", "UTF-8"), ("not_json.json", "not_json.json"),
-                                         ("nope.json", "file not found"), ("object.json", "expected a JSON array")])
+                                         ("nope.json", "file not found"), ("object.json", "expected a JSON array"),
+                                         ("deep.json", "record 0 is nested too deeply to read"),
+                                         ("deep.jsonl", "the first line is nested too deeply to read")])
 def test_data_check_refuses_unreadable_files(ws, capsys, name, needle):
     rc, _, err = run_cli(["data", "check", ws["root"] / name], capsys)
     check(rc, err, 2, name, needle)
@@ -511,3 +518,8 @@ def test_records_with_bad_regions_are_skipped_not_fatal(ws, capsys, tmp_path):
     assert "3 question(s) skipped" in err
     rc, _, err = run_cli(argv + ["--out", tmp_path / "strict", "--strict"], capsys)
     check(rc, err, 2, "sample 'bad-image'", "--strict stops at the first bad record")
+
+
+def test_a_deeply_nested_input_is_one_line_in_any_reader(ws, capsys, tmp_path):
+    rc, _, err = run_cli(["normalize", "--in", ws["root"] / "deep.jsonl", "--out", tmp_path / "n.jsonl"], capsys)
+    check(rc, err, 2, "nested too deeply to read")

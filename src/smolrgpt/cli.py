@@ -76,9 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"smolrgpt {args.command}: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # a path the system refuses (no such folder, permission, disk full): name it
-        if exc.filename is None:
-            raise
-        print(f"smolrgpt {args.command}: error: cannot use {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"cannot use {exc.filename}: " if exc.filename is not None else ""
+        print(f"smolrgpt {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except RecursionError:  # JSON nested deeper than Python's parser can follow, in a reader without its own check
+        print(f"smolrgpt {args.command}: error: an input file is nested too deeply to read", file=sys.stderr)
         return 2
 
 

@@ -45,6 +45,8 @@ def _first_line_record(path: Path):
                         return json.loads(line)
                     except json.JSONDecodeError as exc:
                         raise SampleError(f"first line is not JSON ({exc})", source=str(path)) from None
+                    except RecursionError:
+                        raise SampleError("the first line is nested too deeply to read", source=str(path)) from None
     except UnicodeDecodeError as exc:
         raise SampleError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", source=str(path)) from None
     return None

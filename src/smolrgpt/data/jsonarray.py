@@ -118,6 +118,8 @@ class JSONArrayStream:
                     raise self._error(f"file ends before record {self._index} (truncated?)", self._index, pos)
                 try:
                     value, end = _DECODER.raw_decode(self._buf, pos)
+                except RecursionError:
+                    raise self._error(f"record {self._index} is nested too deeply to read", self._index, pos) from None
                 except json.JSONDecodeError as exc:
                     maybe_incomplete = exc.pos >= len(self._buf) - _NEAR_END or exc.msg.startswith("Unterminated")
                     if self._eof or not maybe_incomplete:
