@@ -149,11 +149,19 @@ def run_ask(args) -> int:
     answer = engine.ask(frame, args.question, regions)
 
     if args.show:
+        import io
+
+        from smolrgpt.atomic import write_bytes_atomic
         from smolrgpt.visualize import draw_regions
 
         try:
-            draw_regions(args.image, regions).save(args.show)
-        except (OSError, ValueError) as exc:
+            from PIL import Image
+
+            buffer = io.BytesIO()  # encoded in memory, then written atomically like every output
+            kind = Image.registered_extensions().get(Path(args.show).suffix.lower(), "PNG")
+            draw_regions(args.image, regions).save(buffer, format=kind)
+            write_bytes_atomic(args.show, buffer.getvalue())
+        except (OSError, ValueError, KeyError) as exc:
             raise AskError(f"--show: cannot write {args.show} ({exc})") from None
     if args.json:
         print(json.dumps({"question": args.question, "answer": answer.text, "category": answer.category,
