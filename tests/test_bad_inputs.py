@@ -21,6 +21,7 @@ def ws(tmp_path_factory):
     """One workspace for the module: a good checkpoint, a split, single frames and broken files."""
     root = tmp_path_factory.mktemp("bad-inputs")
     ckpt = make_checkpoint(root / "ckpt")
+    make_checkpoint(root / "ckpt2", seed=2)
     split = write_track3_split(root / "data", frames=2, questions_per_frame=2)
     test_split = write_track3_split(root / "data", split="test", frames=1, questions_per_frame=2, with_answers=False)
     rgb = root / "rgb.png"
@@ -213,8 +214,11 @@ PREDICT_CASES = {
     "data_is_text": (["--format", "track3"], "text.txt", 2, ["text.txt"]),
     "format_unknown": (["--format", "csv"], "split", 2, ["csv"]),
     "out_is_a_file": (["--out", "@text.txt"], "split", 2, ["text.txt is an existing file", "--overwrite"]),
-    "out_is_a_checkpoint": (["--out", "@ckpt"], "split", 2, ["already holds a model checkpoint", "--overwrite"]),
+    "out_is_a_checkpoint": (["--out", "@ckpt2"], "split", 2, ["already holds a model checkpoint", "--overwrite"]),
     "out_is_a_foreign_folder": (["--out", "@foreign"], "split", 2, ["already holds a folder (notes.txt)"]),
+    "out_is_the_model_with_overwrite": (["--out", "@ckpt", "--overwrite"], "split", 2,
+                                        ["holds the --model", "choose another --out"]),
+    "out_holds_the_data_with_overwrite": (["--out", "@data", "--overwrite"], "split", 2, ["holds the --data"]),
     "truncated_image_strict": (["--strict"], "bad_split", 2, ["--strict stops at the first bad record", "000000.png"]),
 }
 
@@ -229,8 +233,9 @@ def test_predict_and_eval_refuse_bad_input(ws, capsys, tmp_path, command, case):
         argv += ["--out", tmp_path / "out"]
     rc, _, err = run_cli(argv + extra, capsys)
     check(rc, err, status, *needles)
-    if case == "out_is_a_checkpoint":
-        assert not (ws["ckpt"] / "predictions.jsonl").exists() and not (ws["ckpt"] / f"{command}_config.json").exists()
+    if case in ("out_is_a_checkpoint", "out_is_the_model_with_overwrite"):
+        for folder in (ws["ckpt"], ws["root"] / "ckpt2"):
+            assert not (folder / "predictions.jsonl").exists() and not (folder / f"{command}_config.json").exists()
     if case == "out_is_a_file":
         assert (ws["root"] / "text.txt").read_text() == "x"
 

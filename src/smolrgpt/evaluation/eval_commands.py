@@ -107,7 +107,13 @@ def _claim_out(args, name: str) -> Path:
     other settings."""
     from smolrgpt.atomic import claim_output, clear_folder, write_json_atomic
 
+    from smolrgpt.errors import ConfigError
+
     out = Path(args.out)
+    for flag, used in (("--model", args.model), ("--data", args.data)):
+        inside = Path(used).resolve()
+        if out.resolve() == inside or out.resolve() in inside.parents:  # --overwrite would delete it
+            raise ConfigError(f"--out {out} holds the {flag} {used}; choose another --out")
     key = _resume_key(args)
     verdict = claim_output(out, name, overwrite=args.overwrite, saved=_saved_key(out), settings=key)
     if verdict == "replace" and out.is_dir():
