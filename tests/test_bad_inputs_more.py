@@ -128,3 +128,23 @@ def test_records_with_bad_regions_are_skipped_not_fatal(ws, capsys, tmp_path):
 def test_a_deeply_nested_input_is_one_line_in_any_reader(ws, capsys, tmp_path):
     rc, _, err = run_cli(["normalize", "--in", ws["root"] / "deep.jsonl", "--out", tmp_path / "n.jsonl"], capsys)
     check(rc, err, 2, "nested too deeply to read")
+
+
+CONFIGS = {
+    "bad_yaml": ("train: [1\n", "is not valid YAML: expected ',' or ']'"),
+    "not_utf8": (b"\xff\xfe", "is not UTF-8 text"),
+    "a_list": ("- 1\n- 2\n", "the top level must be a mapping of sections"),
+}
+
+
+@pytest.mark.parametrize("command", ["train", "curriculum", "demo"])
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_a_bad_config_file_is_one_line(capsys, tmp_path, command, case):
+    text, needle = CONFIGS[case]
+    config = tmp_path / "config.yaml"
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
+    argv = {"train": ["train", config], "curriculum": ["curriculum", "--out", tmp_path / "run", config],
+            "demo": ["demo", "--out", tmp_path / "demo", "--config", config]}[command]
+    rc, _, err = run_cli(argv, capsys)
+    check(rc, err, 2, str(config), needle)
+    assert len(err.strip().splitlines()) == 1
