@@ -173,6 +173,12 @@ def test_train_twice(tmp_path, capsys):
 def test_no_progress_silences_the_weight_loading_bar(ws, tmp_path, capsys, command):
     from transformers.utils import logging as hf_logging
 
-    rc, _, err = run_cli(_predict(ws, tmp_path / "run", "--threads", "1", command=command), capsys)
-    assert rc == 0 and "Loading weights" not in err and "predict:" not in err
-    assert hf_logging.is_progress_bar_enabled()  # switched back on for whoever loads next
+    was = hf_logging.is_progress_bar_enabled()  # training switches it off for the whole process
+    hf_logging.enable_progress_bar()
+    try:
+        rc, _, err = run_cli(_predict(ws, tmp_path / "run", "--threads", "1", command=command), capsys)
+        assert rc == 0 and "Loading weights" not in err and "predict:" not in err
+        assert hf_logging.is_progress_bar_enabled()  # switched back on for whoever loads next
+    finally:
+        if not was:
+            hf_logging.disable_progress_bar()
