@@ -148,9 +148,10 @@ def depth_resized(source, size: int, polarity: str = "far_bright", mode: str = "
     the authors' modes: uint8 [3, size, size] (NEAREST for training, bilinear for the submission)."""
     check_depth_transform(mode)
     if mode == "authors-training":
-        return np.asarray(_as_pil_rgb(source).resize((size, size), Image.Resampling.NEAREST)).transpose(2, 0, 1)
+        resized = np.asarray(_as_pil_rgb(source).resize((size, size), Image.Resampling.NEAREST)).transpose(2, 0, 1)
+        return np.ascontiguousarray(resized)
     if mode == "authors-submission":
-        return rgb_resized(_as_pil_rgb(source), size)
+        return np.ascontiguousarray(rgb_resized(_as_pil_rgb(source), size))
     unit = depth_to_unit(source, polarity)
     return _to_unit_range(Image.fromarray(unit, mode="F"), size)[0]
 
