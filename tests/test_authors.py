@@ -560,3 +560,54 @@ def test_convert_with_the_offline_smollm2_tokenizer(tmp_path, monkeypatch, capsy
     out = capsys.readouterr().out
     assert f"tokenizer: SmolLM2 tokenizer from {find_smollm2_gguf()} (HuggingFaceTB/SmolLM2-360M-Instruct cannot be " \
            "reached)\n" in out
+
+
+def _truncated_tar(tmp_path):
+    archive = write_weights_tar(tmp_path, names=("best_lp_warehouse_0611",))
+    data = archive.read_bytes()
+    (tmp_path / "cut.tar").write_bytes(data[: len(data) // 2])
+    return tmp_path / "cut.tar", f"cannot read the archive {tmp_path / 'cut.tar'} ("
+
+
+def _garbage_tar(tmp_path):
+    (tmp_path / "weights.tar").write_bytes(b"not a tar archive at all" * 40)
+    return tmp_path / "weights.tar", f"{tmp_path / 'weights.tar'} is neither a folder nor a .tar archive of the authors'"
+
+
+def _corrupt_weights(tmp_path):
+    folder = write_authors_checkpoint(tmp_path / "a", _authors_tensors())
+    (folder / "model.safetensors").write_bytes(b"\xff" * 64)
+    return folder, f"cannot read {folder / 'model.safetensors'} ("
+
+
+def _list_config(tmp_path):
+    folder = write_authors_checkpoint(tmp_path / "a", _authors_tensors())
+    (folder / "config.json").write_text("[1, 2]")
+    return folder, f"{folder / 'config.json'} holds a JSON list, not the authors' config object"
+
+
+def _latin1_config(tmp_path):
+    folder = write_authors_checkpoint(tmp_path / "a", _authors_tensors())
+    (folder / "config.json").write_bytes('{"stage": "é"}'.encode("latin-1"))
+    return folder, f"cannot read {folder / 'config.json'} ('utf-8' codec can't decode"
+
+
+def _missing_source(tmp_path):
+    return tmp_path / "nowhere", f"{tmp_path / 'nowhere'} not found (expected the authors' checkpoint folder"
+
+
+def _empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty", f"{tmp_path / 'empty'} holds no checkpoint folder"
+
+
+@pytest.mark.parametrize("make", [_truncated_tar, _garbage_tar, _corrupt_weights, _list_config, _latin1_config,
+                                  _missing_source, _empty_folder])
+def test_convert_bad_sources_are_one_line_errors(tmp_path, capsys, make):
+    from smolrgpt.cli import main
+
+    source, message = make(tmp_path)
+    (tmp_path / "work").mkdir()
+    assert main(["convert", str(source), str(tmp_path / "work" / "out")]) == 2
+    assert error_line(capsys).startswith(message)
+    assert os.listdir(tmp_path / "work") == []  # nothing written, no temporary folder left
