@@ -260,9 +260,9 @@ def import_authors_checkpoint(folder: str | Path) -> tuple[SmolRGPTForConditiona
     mapped, report = convert_state_dict(source, config)
     report.notes = pre.notes + report.notes
     if config.mask_grid != AUTHORS_MASK_GRID:
-        report.notes.append(f"mask grid {config.mask_grid}x{config.mask_grid}: the authors' code resizes masks to a "
-                            f"fixed {AUTHORS_MASK_GRID}x{AUTHORS_MASK_GRID} (the grid of their 256 px, patch 16 model); "
-                            f"masks are brought to this model's {config.mask_grid}x{config.mask_grid}")
+        fixed, grid = f"{AUTHORS_MASK_GRID}x{AUTHORS_MASK_GRID}", f"{config.mask_grid}x{config.mask_grid}"
+        report.notes.append(f"mask grid {grid}: the authors' code resizes masks to a fixed {fixed} (the grid of their "
+                            f"256 px, patch 16 model); masks are brought to this model's {grid}")
     expected = model.state_dict()
     tied = {"language_model.lm_head.weight"} if config.text_config.tie_word_embeddings else set()
     report.missing_model_keys = sorted(set(expected) - set(mapped) - tied)

@@ -116,7 +116,7 @@ def _refuse_existing(dst) -> None:
         raise ConfigError(f"{dst} exists and is not a folder; pass --overwrite to replace it")
     contents = sorted(p.name for p in dst.iterdir())
     if contents:
-        shown = ", ".join(contents[:6]) + (f" and {len(contents) - 6} more" if len(contents) > 6 else "")
+        shown = ", ".join(contents[:8]) + (f" and {len(contents) - 8} more" if len(contents) > 8 else "")
         raise ConfigError(f"{dst} is not empty (it holds {shown}); pass --overwrite to replace it")
 
 
