@@ -8,7 +8,7 @@ from pycocotools import mask as coco_mask
 
 from smolrgpt.data.sample import Region
 from smolrgpt.errors import SampleError
-from smolrgpt.processing.images import depth_to_unit, depth_transform, rgb_transform
+from smolrgpt.processing.images import ImageDecodeError, depth_to_unit, depth_transform, rgb_transform
 from smolrgpt.processing.processor import SmolRGPTProcessor
 from smolrgpt.processing.prompt import IGNORE_INDEX, build_messages, expand_question, render_text
 from smolrgpt.processing.regions import RegionDecodeError, region_to_grid, regions_to_grid
@@ -287,6 +287,12 @@ def test_depth_transform_modes_follow_the_authors_code(tmp_path):
     assert depth_transform(path, 32).min() < -0.9  # ours: [-1, 1]
     # The authors' modes read the file as it is: no polarity flip.
     np.testing.assert_array_equal(depth_transform(path, 32, "near_bright", "authors-training"), training)
+    # PIL's convert("RGB") would saturate a 16-bit map to 255: refused rather than silently wrong.
+    Image.fromarray(np.full((45, 70), 3000, np.uint16)).save(tmp_path / "d16.png")
+    for mode in ("authors-training", "authors-submission"):
+        with pytest.raises(ImageDecodeError, match=r"the authors' depth transforms read 8-bit depth maps; got a "
+                                                   r"I;16 image \(use depth_transform 'smolrgpt'"):
+            depth_transform(tmp_path / "d16.png", 32, mode=mode)
 
 
 def test_processor_modes_round_trip_and_old_configs_load_with_ours(tiny_processor, tmp_path):

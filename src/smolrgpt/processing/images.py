@@ -134,11 +134,19 @@ def check_depth_transform(mode: str) -> str:
     return mode
 
 
+_EIGHT_BIT_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
+
+
 def _as_pil_rgb(source) -> Image.Image:
-    """The depth file as the authors' code read it: PIL `convert("RGB")` of whatever the file holds."""
+    """The depth file as the authors' code read it: PIL `convert("RGB")` of an 8-bit image. PIL would
+    saturate a 16-bit or float map to 255, a silently wrong input, so those are refused."""
     if isinstance(source, np.ndarray) and source.dtype != np.uint8:
-        raise ImageDecodeError(f"the authors' depth transforms read 8-bit images; got an array of dtype {source.dtype}")
+        raise ImageDecodeError(f"the authors' depth transforms read 8-bit depth maps; got an array of dtype "
+                               f"{source.dtype} (use depth_transform 'smolrgpt', or convert it to 8-bit first)")
     img = open_image(source)
+    if img.mode not in _EIGHT_BIT_MODES:
+        raise ImageDecodeError(f"the authors' depth transforms read 8-bit depth maps; got a {img.mode} image "
+                               "(use depth_transform 'smolrgpt', or convert it to 8-bit first)")
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
