@@ -174,3 +174,26 @@ def test_imported_region_vectors_from_image_files_follow_the_authors_preprocessi
     # The parity is not vacuous: our area averaging weighs the region's cells differently.
     ours = torch.from_numpy(area_average(np.asarray(Image.open(tmp_path / "m.png")) != 0, 16))
     assert (ours - weights).abs().max() > 0.1
+
+
+def test_the_paper_models_config_maps_to_the_600m_preset():
+    """The authors' config of the paper model (sizes from the spec's architecture table) gives our preset's
+    architecture, a 64x64 mask grid (the size their code hard-codes) and the authors' pooling epsilon."""
+    from smolrgpt.modeling.authors import config_from_authors
+    from smolrgpt.modeling.config import SmolRGPTConfig
+
+    paper = dict(vit_hidden_dim=768, vit_inter_dim=3072, vit_patch_size=16, vit_img_size=256, vit_n_heads=12,
+                 vit_n_blocks=12, vit_ln_eps=1e-6, vit_cls_flag=False, lm_hidden_dim=960, lm_inter_dim=2560,
+                 lm_rms_eps=1e-5, lm_re_base=100000, lm_max_position_embeddings=8192, lm_base_vocab_size=49152,
+                 lm_vocab_size=49155, lm_n_heads=15, lm_n_kv_heads=5, lm_n_blocks=32, lm_tie_weights=True,
+                 mp_pixel_shuffle_factor=2, mp_image_token_length=64,
+                 lm_tokenizer="HuggingFaceTB/SmolLM2-360M-Instruct", stage="lp_warehouse")
+    ours, preset = config_from_authors(paper), SmolRGPTConfig.from_preset("smolrgpt-600m")
+    for part in ("vision_config", "text_config"):
+        for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
+                    "patch_size", "num_key_value_heads", "vocab_size", "rope_parameters", "tie_word_embeddings",
+                    "head_dim", "layer_norm_eps", "rms_norm_eps", "max_position_embeddings"):
+            assert getattr(getattr(ours, part), key, None) == getattr(getattr(preset, part), key, None), (part, key)
+    assert ours.text_config.rope_parameters["rope_theta"] == 100000.0 and ours.text_config.head_dim == 64
+    assert (ours.mask_grid, ours.num_image_tokens, ours.image_token_id, ours.mask_depth_token_id) == (64, 64, 49152, 49154)
+    assert ours.mask_pool_eps == 1e-8 and preset.mask_pool_eps == 1e-6
