@@ -72,7 +72,7 @@ class _Rotary(nn.Module):
         self.register_buffer("inv_freq", 1.0 / (base ** (torch.arange(0, head_size, 2).float() / head_size)))
 
 
-def authors_module_tree(base=100000, vocab=43):
+def authors_module_tree(base=100000, vocab=43, tied=True):
     """The authors' model as module attributes in their naming, the head tied to the embedding as their
     language model does (`head.weight = token_embedding.weight`)."""
     D, I, H, V, L = 32, 64, 48, vocab, 96
@@ -106,7 +106,8 @@ def authors_module_tree(base=100000, vocab=43):
         lm.blocks.append(block)
     lm.norm = _Weighted(H)
     lm.head = nn.Linear(H, V, bias=False)
-    lm.head.weight = lm.token_embedding.weight
+    if tied:
+        lm.head.weight = lm.token_embedding.weight
     model = nn.Module()
     model.vision_encoder, model.decoder = vit, lm
     model.MP, model.MP_depth = nn.Module(), nn.Module()
@@ -123,10 +124,11 @@ def authors_module_tree(base=100000, vocab=43):
 def write_authors_checkpoint(folder, tensors, config=CFG, base=100000):
     """What the authors' `save_pretrained` writes: config.json + `save_model(model, model.safetensors)`."""
     folder.mkdir(parents=True, exist_ok=True)
-    model = authors_module_tree(base, config["lm_vocab_size"])
+    tied = config.get("lm_tie_weights", True)
+    model = authors_module_tree(base, config["lm_vocab_size"], tied)
     missing, unexpected = model.load_state_dict(
-        {k: v for k, v in tensors.items() if k != "decoder.head.weight"}, strict=False)
-    assert missing == ["decoder.rotary_embd.inv_freq", "decoder.head.weight"] and not unexpected
+        {k: v for k, v in tensors.items() if not tied or k != "decoder.head.weight"}, strict=False)
+    assert missing == ["decoder.rotary_embd.inv_freq"] + ["decoder.head.weight"] * tied and not unexpected
     save_model(model, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps(config, indent=4))
     return folder

@@ -91,6 +91,24 @@ def test_tie_recorded_but_config_untied_is_an_error(authors_checkpoint):
         import_authors_checkpoint(folder)
 
 
+def test_an_untied_head_is_loaded_as_the_lm_head(tmp_path):
+    tensors = authors_tensors()
+    tensors["decoder.head.weight"] = tensors["decoder.head.weight"] * 0.5
+    folder = write_authors_checkpoint(tmp_path / "a", tensors, {**CFG, "lm_tie_weights": False})
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        assert {"decoder.head.weight", "decoder.token_embedding.weight"} <= set(f.keys()) and not f.metadata()
+    model, report = import_authors_checkpoint(folder)
+    assert report.ok and not model.config.text_config.tie_word_embeddings
+    torch.testing.assert_close(model.language_model.lm_head.weight, tensors["decoder.head.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(model.get_input_embeddings().weight, tensors["decoder.token_embedding.weight"],
+                               rtol=0, atol=0)
+    from smolrgpt.modeling.model import SmolRGPTForConditionalGeneration
+
+    model.save_pretrained(tmp_path / "saved")
+    again = SmolRGPTForConditionalGeneration.from_pretrained(tmp_path / "saved")
+    torch.testing.assert_close(again.language_model.lm_head.weight, tensors["decoder.head.weight"], rtol=0, atol=0)
+
+
 def test_rope_buffer_must_match_the_config(tmp_path):
     folder = write_authors_checkpoint(tmp_path / "a", authors_tensors(), base=10000)
     with pytest.raises(CheckpointError) as info:

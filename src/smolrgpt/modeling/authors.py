@@ -148,7 +148,7 @@ def config_from_authors(raw: dict) -> SmolRGPTConfig:
     return SmolRGPTConfig(
         vision_config=vision, text_config=text, pixel_shuffle_factor=raw.get("mp_pixel_shuffle_factor", 2),
         image_token_id=base, mask_rgb_token_id=base + 1, mask_depth_token_id=base + 2,
-        mask_pool_eps=AUTHORS_MASK_POOL_EPS,
+        mask_pool_eps=AUTHORS_MASK_POOL_EPS, tie_word_embeddings=text.tie_word_embeddings,  # both levels tie
     )
 
 
