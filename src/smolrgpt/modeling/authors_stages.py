@@ -100,7 +100,11 @@ def authors_checkpoint_folder(source: str | Path, stage: str | None = None, work
             raise CheckpointError(f"cannot read the archive {source} ({exc})") from None
         stages = stages_in(list(members), source.name.removesuffix(".tar"))
         chosen = choose_stage(stages, stage, source)
-        with tempfile.TemporaryDirectory(prefix=".smolrgpt-convert-", dir=workdir) as tmp:
+        try:
+            temporary = tempfile.TemporaryDirectory(prefix=".smolrgpt-convert-", dir=workdir)
+        except OSError as exc:
+            raise CheckpointError(f"cannot make a temporary folder to extract {chosen} into ({exc})") from None
+        with temporary as tmp:
             for name in CHECKPOINT_FILES:
                 member = members[posixpath.join(chosen.path, name) if chosen.path else name]
                 try:

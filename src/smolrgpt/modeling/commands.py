@@ -136,8 +136,9 @@ def run_convert(args) -> int:
     depth, reduction = check_depth_transform(args.depth_transform), check_mask_reduction(args.mask_reduction)
     if not args.overwrite:
         _refuse_existing(args.dst)
-    workdir = Path(args.dst).absolute().parent
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(args.dst).absolute().parent  # a stage extracted from a .tar goes beside dst (same disk)
+    while not workdir.exists():
+        workdir = workdir.parent
     with authors_checkpoint_folder(args.src, args.stage, workdir) as (folder, stage, stages):
         if len(stages) > 1 or stage.path:
             print(f"stage: {stage} ({len(stages)} found: {', '.join(str(s) for s in stages)})")
