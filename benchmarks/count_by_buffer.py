@@ -21,7 +21,7 @@ import re
 import sys
 from pathlib import Path
 
-THRESHOLD = 0.175  # the share that best separates pallets in a buffer from the rest (README finding 9)
+THRESHOLD = 0.175  # the share that best separates pallets in a buffer from the rest (docs/research.md, "Relation code")
 GRID = 64
 
 

@@ -24,7 +24,8 @@ An empty mask gets the slot alone.
 Why relations: count ("how many pallets are in the buffer ...") needs, for every pallet of the question,
 whether it stands in the chosen buffer; this share says so from the masks alone. Which buffer the question
 means and how many pallets it holds are still the model's to work out.
-The tiny model did not learn to use it within 1,500 count-only steps (README, finding 9), so it is off.
+The tiny model did not learn to use it within 1,500 count-only steps (docs/research.md, "Relation code"), so it is
+off.
 """
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ class LeadIn:
     """The first `share` of a stage's optimizer steps (but at least `min_steps`, and never more than
     `max_share`) draw from their own category mix (`repeats`), then the main mix takes over; one
     learning-rate schedule spans both. Why: a from-scratch language model learns left/right alone in
-    about 500 steps, but in the full mix only at a run-dependent point or not at all (README, finding 7);
+    about 500 steps, but in the full mix only at a run-dependent point or not at all (docs/research.md, "Lead-in");
     a short budget's fifth is too few steps for it."""
     share: float = 0.0
     min_steps: int = 0
