@@ -8,7 +8,7 @@ import yaml
 
 from smolrgpt.errors import ConfigError
 from smolrgpt.training.config import load_config, parse_bool
-from test_training_helpers import CONFIGS, DEMO_CONFIGS
+from training_helpers import CONFIGS, DEMO_CONFIGS
 
 
 def _write(tmp_path, text: str):
