@@ -42,19 +42,49 @@ def _published_order(report) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- distance
 @pytest.mark.parametrize("gt, pred, expected", [
     (10, 9.0, True), (10, "11", True), (10, 8.99, False), (10, "11.01", False),
-    # exact decimal bounds: in binary floats 0.9*4.2 > 3.78 and 1.1*1.13 < 1.243, the official script
-    # would reject these two; the rule says inclusive and we follow the rule (see score.py).
-    (4.2, "3.78", True), (1.13, 1.243, True), (4.2, "3.7799", False), (1.13, "1.2431", False),
+    # on the bound as written, outside it in binary floats (0.9*4.2 = 3.7800000000000002, 1.1*1.13 =
+    # 1.2429999999999999): the leaderboard's script rejects both, and so does the default rule
+    (4.2, "3.78", False), (1.13, 1.243, False), (4.2, "3.7799", False), (1.13, "1.2431", False),
     ("6.36", "6.36", True), (13, "13.0", True), (6.36, "  6.5 ", True),
 ])
-def test_distance_within_ten_percent_inclusive(gt, pred, expected):
+def test_distance_within_ten_percent_official_float_rule(gt, pred, expected):
     assert is_correct("distance", gt, pred) is expected
+    assert is_correct("distance", gt, pred, rule="official") is expected
 
 
-def test_distance_float_boundaries_are_where_the_official_float_formula_would_differ():
-    # documents why we use decimals: these two are exactly on the bound but fail in float arithmetic
-    assert not (0.9 * 4.2 <= 3.78)
-    assert not (1.243 <= 1.1 * 1.13)
+@pytest.mark.parametrize("gt, pred, expected", [
+    (4.2, "3.78", True), (1.13, 1.243, True), (4.2, "3.7799", False), (1.13, "1.2431", False), (10, "11", True),
+])
+def test_distance_exact_decimal_rule_reads_the_bounds_as_written(gt, pred, expected):
+    assert is_correct("distance", gt, pred, rule="exact-decimal") is expected
+
+
+def _leaderboard(gt: float, pred: float) -> bool:
+    """The leaderboard script's comparison, written here as the spec states it."""
+    return pred <= 1.10 * gt and pred >= 0.90 * gt
+
+
+def test_official_rule_is_the_leaderboard_expression_on_boundary_values():
+    """Predictions at 0.9*gt and 1.1*gt computed as exact decimals: where float and decimal disagree,
+    the default rule must side with the float expression, every time."""
+    from decimal import Decimal
+
+    differ = 0
+    for hundredths in range(1, 1841):  # every 2-decimal gt from 0.01 to 18.40 m, the real range
+        gt = Decimal(hundredths) / 100
+        for factor in ("0.9", "1.1"):
+            pred = str(gt * Decimal(factor))
+            official = _leaderboard(float(gt), float(pred))
+            assert is_correct("distance", str(gt), pred) is official, (gt, pred)
+            assert is_correct("distance", str(gt), pred, rule="exact-decimal") is True, (gt, pred)
+            differ += not official
+    assert differ > 100  # the two rules really differ on this set (the count is in docs/evaluation.md)
+
+
+def test_unknown_rule_is_an_error():
+    with pytest.raises(SubmissionError, match="unknown comparison rule 'float' "
+                                              r"\(expected one of official, exact-decimal\)"):
+        score_submission(GT, [{"id": r["id"], "normalized_answer": r["normalized_answer"]} for r in GT], rule="float")
 
 
 @pytest.mark.parametrize("pred, expected", [(0, True), ("0", True), ("0.00", True), (0.0, True),
@@ -229,7 +259,8 @@ def test_shipped_submissions_score_the_same_with_the_official_float_formula():
             gt = truth[pred["id"]]
             if gt["category"] == "distance":
                 g, p = float(gt["normalized_answer"]), float(pred["normalized_answer"])
-                assert is_correct("distance", g, p) == (0.9 * g <= p <= 1.1 * g), pred["id"]
+                assert is_correct("distance", g, p) == _leaderboard(g, p), pred["id"]
+                assert is_correct("distance", g, p, rule="exact-decimal") == _leaderboard(g, p), pred["id"]
 
 
 @needs_track3
