@@ -160,7 +160,7 @@ DIRECTION = (["If you are at [A], where will you find [B]?"],
 UNITS = [("centimeters", "100", "0.01"), ("inches", "39.3701", "0.0254"), ("meters", "1", "1"),
          ("feet", "3.28084", "0.3048")]
 METRES = ["0.37", "0.82", "1.45", "2.6", "4.18", "7.93"]
-RLE = {"size": [480, 640], "counts": "PQ81c6;N2N1O1N2O0O2M3L4O1N1O2N2M2OeYa0"}
+HEIGHT, WIDTH = 480, 640
 CLASSES = [["chair", "table"], ["car", "tree"], ["person", "bicycle"], ["lamp", "sofa"]]
 
 
@@ -177,18 +177,31 @@ def _quantity(k: int) -> tuple[str, Decimal]:
     return f"{value} {unit}", Decimal(repr(value)) * Decimal(back)
 
 
+def _box_rle(box: list[float]) -> dict:
+    """COCO compressed RLE of the box's pixels, as the benchmark stores its masks."""
+    import numpy as np
+    from pycocotools import mask as coco_mask
+
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    x1, y1, x2, y2 = (int(v) for v in box)
+    mask[y1:y2, x1:x2] = 1
+    encoded = coco_mask.encode(np.asfortranarray(mask))
+    return {"size": [HEIGHT, WIDTH], "counts": encoded["counts"].decode()}
+
+
 def _record(n: int, category: str, qa_type: str, question: str, answer: str, regions: int) -> dict:
     rid = f"{n:04d}_{category}"
     path = f"omni3d/images/{n:06d}.jpg"
     masked = question.replace(A, "<mask>").replace(B, "<mask>")
+    boxes = [[12.0 + 90 * k + n % 7, 40.5, 80.0 + 90 * k + n % 7, 210.0] for k in range(regions)]
     return {
         "id": rid,
-        "image_info": {"file_path": path, "height": 480, "width": 640, "dataset": "omni3d"},
+        "image_info": {"file_path": path, "height": HEIGHT, "width": WIDTH, "dataset": "omni3d"},
         "qa_info": {"type": qa_type, "category": category, "class": CLASSES[n % len(CLASSES)][:regions]},
         "conversations": [{"from": "human", "value": "<image>\n" + masked}, {"from": "gpt", "value": answer}],
         "text_q": question,
-        "bbox": [[12.0 + 90 * k, 40.5, 80.0 + 90 * k, 210.0] for k in range(regions)],
-        "rle": [dict(RLE) for _ in range(regions)],
+        "bbox": boxes,
+        "rle": [_box_rle(box) for box in boxes],
         "file_path": path,
     }
 

@@ -304,10 +304,10 @@ def format_table(report: BenchReport, title: str = "") -> str:
     qual_values = [_cell(cols[c]["success"]) for c in QUALITATIVE] + [_cell(report.qualitative_average)]
     quant = list(QUANTITATIVE)
     lines = [f"SpatialRGPT-Bench{': ' + title if title else ''}", "",
-             "Qualitative (success rate %)", "",
-             "| " + " | ".join(qual_names) + " |", "|" + "---|" * len(qual_names),
-             "| " + " | ".join(qual_values) + " |",
-             "| " + " | ".join(str(cols[c]["n"]) for c in QUALITATIVE) + f" | {sum(cols[c]['n'] for c in QUALITATIVE)} |",
+             "Qualitative (the answer states the same relation)", "",
+             "| | " + " | ".join(qual_names) + " |", "|---|" + "---|" * len(qual_names),
+             "| Success rate (%) ↑ | " + " | ".join(qual_values) + " |",
+             "| n | " + " | ".join(str(cols[c]["n"]) for c in QUALITATIVE) + f" | {sum(cols[c]['n'] for c in QUALITATIVE)} |",
              "", "Quantitative (success: within +-25%; direction: within 1 clock hour)", "",
              "| | " + " | ".join(quant) + " |", "|---|" + "---|" * len(quant),
              "| Success rate (%) ↑ | " + " | ".join(_cell(cols[c]["success"]) for c in quant) + " |",
