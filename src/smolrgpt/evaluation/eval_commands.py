@@ -22,18 +22,25 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _load(args):
+def _read_samples(args) -> list:
     from smolrgpt.data import open_dataset
-    from smolrgpt.engine import SmolRGPT
-    from smolrgpt.errors import SmolRGPTError
 
-    if args.batch_size < 1 or args.max_new_tokens < 1:
-        raise SystemExit("--batch-size and --max-new-tokens must be positive")
     samples = []
     for sample in open_dataset(args.data, args.format, images_root=args.images_root, depths_root=args.depths_root):
         samples.append(sample)
         if args.limit and len(samples) >= args.limit:
             break
+    return samples
+
+
+def _load(args, samples: list | None = None):
+    from smolrgpt.engine import SmolRGPT
+    from smolrgpt.errors import SmolRGPTError
+
+    if args.batch_size < 1 or args.max_new_tokens < 1:
+        raise SystemExit("--batch-size and --max-new-tokens must be positive")
+    if samples is None:
+        samples = _read_samples(args)
     try:
         engine = SmolRGPT.load(args.model, device=args.device, precision=args.precision,
                                batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
@@ -71,10 +78,12 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt", help="answers file (id, category, normalized_answer) when the split has none, "
                                 "e.g. test_answers.json")
     p.add_argument("--gallery", type=int, default=4, help="examples per category in the HTML gallery")
+    p.add_argument("--rule", choices=("official", "exact-decimal"), default="official",
+                   help="how length bounds are compared (see `smolrgpt score --help`); default official")
 
 
 def write_evaluation(samples, rows: list[dict], out: Path, title: str, gallery: int, partial: bool = False,
-                     headline: str = ""):
+                     headline: str = "", rule: str = "official"):
     """Score `predict` rows against the samples' answers and write report.txt/json, the confusion tables,
     scores.png, distance_errors.png and the gallery; `headline` replaces the score table's text. Returns
     the ScoreReport."""
@@ -87,7 +96,7 @@ def write_evaluation(samples, rows: list[dict], out: Path, title: str, gallery: 
     predictions = {r["id"]: r for r in rows}
     gt = [{"id": s.id, "category": s.category, "normalized_answer": s.normalized_answer} for s in samples]
     report = score_submission(gt, [{"id": r["id"], "normalized_answer": r["normalized_answer"]} for r in rows],
-                              partial=partial)
+                              partial=partial, rule=rule)
     pairs = [(s.category, s.normalized_answer, predictions[s.id]["normalized_answer"]) for s in samples]
     text = [headline or format_report(report, title=title), "",
             format_confusion(confusion(pairs, "left_right"), "left_right"), "",
@@ -103,24 +112,66 @@ def write_evaluation(samples, rows: list[dict], out: Path, title: str, gallery: 
     return report
 
 
+def write_bench_evaluation(samples, rows: list[dict], out: Path, title: str, partial: bool = False,
+                           rule: str = "official"):
+    """Score `predict` rows (their free-form `answer`) on SpatialRGPT-Bench samples; write report.txt and
+    report.json (the Table 1 columns and every record's reading). Returns the BenchReport."""
+    from smolrgpt.atomic import write_json_atomic, write_text_atomic
+    from smolrgpt.evaluation.spatialbench import format_table, score_spatialbench
+
+    report = score_spatialbench(samples, {r["id"]: r["answer"] for r in rows}, partial=partial, rule=rule)
+    text = format_table(report, title=title)
+    write_text_atomic(out / "report.txt", text + "\n")
+    write_json_atomic(out / "report.json", report.to_dict(with_results=True), indent=1)
+    print(text)
+    print(f"\nwrote {out / 'report.txt'}, {out / 'report.json'}")
+    return report
+
+
+def _apply_answers(samples, gt_path: str, data_path: str) -> None:
+    """Fill the samples' category and answer from an answers file; the ids must be the split's."""
+    from smolrgpt.errors import SmolRGPTError
+    from smolrgpt.evaluation.score import load_records
+
+    truth = {str(r.get("id")): r for r in load_records(gt_path)}
+    absent = [s.id for s in samples if s.id not in truth and (s.category is None or s.normalized_answer is None)]
+    if absent:
+        which = ("none of them is there: it holds the answers of another split" if len(absent) == len(samples)
+                 else "it does not cover this split")
+        raise SmolRGPTError(f"{gt_path}: {len(absent)} of the {len(samples)} question ids of {data_path} are not in "
+                            f"this answers file (e.g. {absent[0]!r}); {which}")
+    for s in samples:
+        if s.id in truth:
+            s.category, s.normalized_answer = truth[s.id].get("category"), truth[s.id].get("normalized_answer")
+
+
 def run_eval(args) -> int:
     from smolrgpt.evaluation.predict import predict
-    from smolrgpt.evaluation.score import load_records
     from smolrgpt.errors import SmolRGPTError
 
     out = Path(args.out)
-    _record_run(args, out, "eval")
-    samples, engine = _load(args)
+    samples = _read_samples(args)
+    bench = bool(samples) and all(s.meta.get("format") == "spatialbench" for s in samples)
+    if bench and args.gt:
+        raise SmolRGPTError(f"{args.data} is SpatialRGPT-Bench, which holds its own answers: drop --gt")
+    if bench and any(s.depth is None for s in samples):
+        raise SmolRGPTError(f"{args.data} is SpatialRGPT-Bench, which ships no depth maps: pass --depths-root, a "
+                            "folder with one depth PNG per image at <depths-root>/<image_info.file_path with .png>, "
+                            "bright = near (as Depth Anything writes them)")
     if args.gt:
-        truth = {r["id"]: r for r in load_records(args.gt)}
-        for s in samples:
-            if s.id in truth:
-                s.category, s.normalized_answer = truth[s.id].get("category"), truth[s.id].get("normalized_answer")
-    unanswered = [s.id for s in samples if s.category is None or s.normalized_answer is None]
+        _apply_answers(samples, args.gt, args.data)
+    unanswered = [] if bench else [s.id for s in samples if s.category is None or s.normalized_answer is None]
     if unanswered:
         raise SmolRGPTError(f"{len(unanswered)} question(s) have no ground truth (e.g. {unanswered[0]!r}); "
                             "pass --gt with the answers, or use `smolrgpt predict`")
+    _record_run(args, out, "eval")
+    samples, engine = _load(args, samples)
     result = predict(engine, samples, out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                      progress=not args.no_progress)
-    write_evaluation(samples, result.rows, out, Path(args.data).name, args.gallery, partial=bool(args.limit))
+    if bench:
+        write_bench_evaluation(samples, result.rows, out, Path(args.data).name, partial=bool(args.limit),
+                               rule=args.rule)
+    else:
+        write_evaluation(samples, result.rows, out, Path(args.data).name, args.gallery, partial=bool(args.limit),
+                         rule=args.rule)
     return 0
