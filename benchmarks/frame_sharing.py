@@ -7,7 +7,7 @@ Times optimizer steps of a training config (a demo writes one per stage under
 `DEMO/runs/stageN/config.yaml`, with its data and caches; run from the folder its relative paths start
 from) through `seconds_per_step`, the function the demo plans its budget with, once per `data.frame_group`
 value and round, each in its own process so that its peak memory is its own; rounds alternate the values
-because this machine's speed drifts over minutes. Prints a table, then one JSON line.
+because a shared machine's speed drifts over minutes. Prints a table, then one JSON line.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from smolrgpt import cli
 from smolrgpt.data.sample import Region
 from smolrgpt.visualize import draw_regions
 
-from test_serving_support import frame_arrays, lively_checkpoint, load_engine
+from serving_support import frame_arrays, lively_checkpoint, load_engine
 
 Q3 = "Which of the pallets <mask> <mask> <mask> is the leftmost?"
 

@@ -12,7 +12,7 @@ from PIL import Image
 from bad_inputs_support import (BROKEN_CHECKPOINTS, broken_checkpoint, make_checkpoint, run_cli,
                                 split_with_a_truncated_image, truncated_png)
 from conftest import write_track3_split
-from test_training_helpers import DEMO_CONFIGS, quick_overrides, write_track3_set
+from training_helpers import DEMO_CONFIGS, quick_overrides, write_track3_set
 
 
 # ------------------------------------------------------------------------------------------- fixtures

@@ -12,7 +12,7 @@ from PIL import Image
 
 from smolrgpt.serving.api import MAX_JSON_DEPTH, create_app
 
-from test_serving_support import BackgroundServer, b64, frame_arrays, http_client, load_engine, png_bytes
+from serving_support import BackgroundServer, b64, frame_arrays, http_client, load_engine, png_bytes
 
 RGB, DEPTH = frame_arrays(0)
 IMG, DEP = b64(RGB), b64(DEPTH)

@@ -92,7 +92,7 @@ def test_plan_keeps_up_to_frame_group_questions_of_a_frame_together():
 
 
 def test_frame_numbers_and_config_check(tmp_path):
-    from test_training_helpers import write_track3_set
+    from training_helpers import write_track3_set
 
     from smolrgpt.training.data import load_samples
 

@@ -133,7 +133,7 @@ def test_relations_past_the_last_slot_share_it_and_empty_masks_relate_to_nothing
 
 def test_the_model_adds_relations_when_configured_and_they_need_the_geometry_code():
     torch.manual_seed(0)
-    assert not SmolRGPTConfig.from_preset("smolrgpt-tiny").region_relations  # off: finding 9
+    assert not SmolRGPTConfig.from_preset("smolrgpt-tiny").region_relations  # off in every preset
     config = SmolRGPTConfig.from_preset("smolrgpt-tiny", region_relations=True)
     model = SmolRGPTForConditionalGeneration(config).eval()
     grid, hidden, tokens = config.mask_grid, config.text_config.hidden_size, config.num_image_tokens

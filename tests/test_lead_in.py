@@ -7,7 +7,7 @@ import pytest
 from smolrgpt.errors import ConfigError
 from smolrgpt.training.config import load_config
 from smolrgpt.training.trainer import Trainer
-from test_training_helpers import DEMO_CONFIGS, quick_overrides, write_track3_set
+from training_helpers import DEMO_CONFIGS, quick_overrides, write_track3_set
 
 TRAINING_BATCHES = Trainer.training_batches
 EACH_ONCE = {f"data__category_repeats__{c}": 1.0 for c in ("left_right", "count", "distance", "mcq")}

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,14 +9,16 @@ from pycocotools import mask as coco_mask
 
 from smolrgpt.data.sample import Region
 from smolrgpt.errors import SampleError
-from smolrgpt.processing.images import depth_to_unit, depth_transform, rgb_transform
+from smolrgpt.processing.images import ImageDecodeError, depth_to_unit, depth_transform, rgb_transform
 from smolrgpt.processing.processor import SmolRGPTProcessor
 from smolrgpt.processing.prompt import IGNORE_INDEX, build_messages, expand_question, render_text
 from smolrgpt.processing.regions import RegionDecodeError, region_to_grid, regions_to_grid
 
 from conftest import make_sample
 
-TRAIN_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "track3" / "train_sample.json"
+# The real 100-record sample lives in the shared folder beside the checkout; SMOLRGPT_TRACK3_SAMPLE overrides.
+TRAIN_SAMPLE = Path(os.environ.get("SMOLRGPT_TRACK3_SAMPLE",
+                                   Path(__file__).resolve().parents[2] / "shared" / "data" / "track3" / "train_sample.json"))
 
 
 def test_area_average_exact_on_integer_cells():
@@ -238,3 +241,110 @@ def test_rgba_mask_arrays_follow_the_mask_file_rule(tmp_path):
     from_file = region_to_grid(Region("mask", str(tmp_path / "m.png")), (20, 20), 4)
     np.testing.assert_array_equal(from_array, from_file)
     assert from_array.sum() * 25 == pytest.approx(25)
+
+
+# -- the authors' preprocessing modes (the settings an imported checkpoint keeps) ----------------------------
+def _interpolate_reference(mask: np.ndarray, grid: int) -> np.ndarray:
+    """From the facts: F.interpolate of the full-resolution binary mask, bilinear, align_corners False."""
+    import torch
+    import torch.nn.functional as F
+
+    full = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return F.interpolate(full, size=(grid, grid), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def test_bilinear_reduction_is_the_authors_interpolate_and_can_lose_a_small_region():
+    h, w = 1080, 1920
+    blob = np.zeros((h, w), np.uint8)
+    blob[300:420, 500:800] = 1
+    rle = coco_mask.encode(np.asfortranarray(blob))
+    rle["counts"] = rle["counts"].decode()
+    got = region_to_grid(Region("rle", rle), (h, w), 64, "bilinear")
+    np.testing.assert_array_equal(got, _interpolate_reference(blob, 64))
+    assert not np.array_equal(got, region_to_grid(Region("rle", rle), (h, w), 64))  # "area" is another reduction
+    # Each output cell of a 1080x1920 -> 64x64 bilinear resize reads the 2x2 pixels around its centre only,
+    # so a 4x4 region between the centres pools to nothing (a zero region vector): kept, as the authors had it.
+    small = np.zeros((h, w), np.uint8)
+    small[0:4, 0:4] = 1
+    assert region_to_grid(Region("mask", small), (h, w), 64, "bilinear").sum() == 0.0
+    assert region_to_grid(Region("mask", small), (h, w), 64, "area").sum() > 0.0
+    box = region_to_grid(Region("box", [500, 300, 800, 420]), (h, w), 64, "bilinear")
+    np.testing.assert_array_equal(box, _interpolate_reference(blob, 64))  # a box is rasterised first
+
+
+def _grey_depth_file(tmp_path):
+    yy, xx = np.mgrid[:45, :70]
+    Image.fromarray(((xx * 3 + yy * 2) % 256).astype(np.uint8)).save(tmp_path / "depth.png")
+    return tmp_path / "depth.png"
+
+
+def test_depth_transform_modes_follow_the_authors_code(tmp_path):
+    path = _grey_depth_file(tmp_path)
+    rgb = Image.open(path).convert("RGB")
+    training = np.asarray(rgb.resize((32, 32), Image.Resampling.NEAREST), np.float32).transpose(2, 0, 1) / 255
+    submission = (np.asarray(rgb.resize((32, 32), Image.Resampling.BILINEAR), np.float32).transpose(2, 0, 1)
+                  / 255 - 0.5) / 0.5
+    np.testing.assert_array_equal(depth_transform(path, 32, mode="authors-training"), training)
+    np.testing.assert_allclose(depth_transform(path, 32, mode="authors-submission"), submission, atol=1e-6)
+    np.testing.assert_array_equal(depth_transform(path, 32, mode="authors-submission"), rgb_transform(path, 32))
+    assert depth_transform(path, 32).min() < -0.9  # ours: [-1, 1]
+    # The authors' modes read the file as it is: no polarity flip.
+    np.testing.assert_array_equal(depth_transform(path, 32, "near_bright", "authors-training"), training)
+    # PIL's convert("RGB") would saturate a 16-bit map to 255: refused rather than silently wrong.
+    Image.fromarray(np.full((45, 70), 3000, np.uint16)).save(tmp_path / "d16.png")
+    for mode in ("authors-training", "authors-submission"):
+        with pytest.raises(ImageDecodeError, match=r"the authors' depth transforms read 8-bit depth maps; got a "
+                                                   r"I;16 image \(use depth_transform 'smolrgpt'"):
+            depth_transform(tmp_path / "d16.png", 32, mode=mode)
+
+
+def test_processor_modes_round_trip_and_old_configs_load_with_ours(tiny_processor, tmp_path):
+    from smolrgpt.errors import CheckpointError
+
+    tiny_processor.save_pretrained(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "processor_config.json").read_text())
+    assert (config["mask_reduction"], config["depth_transform"]) == ("area", "smolrgpt")
+    del config["mask_reduction"], config["depth_transform"]  # as written before the settings existed
+    (tmp_path / "old" / "processor_config.json").write_text(json.dumps(config))
+    old = SmolRGPTProcessor.from_pretrained(tmp_path / "old")
+    assert (old.mask_reduction, old.depth_transform) == ("area", "smolrgpt")
+
+    authors = SmolRGPTProcessor(tiny_processor.tokenizer, mask_reduction="bilinear", depth_transform="authors-training")
+    authors.save_pretrained(tmp_path / "authors")
+    loaded = SmolRGPTProcessor.from_pretrained(tmp_path / "authors")
+    assert (loaded.mask_reduction, loaded.depth_transform) == ("bilinear", "authors-training")
+    sample = make_sample()
+    a, b = loaded.prepare(sample), tiny_processor.prepare(sample)
+    assert not np.allclose(a.region_masks, b.region_masks)
+    assert a.depth_values.min() >= 0.0 and b.depth_values.min() < 0.0
+
+    for key, value, message in (("depth_transform", "nearest", "unknown depth transform 'nearest'; choose one of "
+                                 "smolrgpt, authors-training, authors-submission"),
+                                ("mask_reduction", "Bilinear", "unknown mask reduction 'Bilinear'; choose one of "
+                                 "area, bilinear")):
+        bad = json.loads((tmp_path / "authors" / "processor_config.json").read_text())
+        bad[key] = value
+        (tmp_path / "authors" / "processor_config.json").write_text(json.dumps(bad))
+        with pytest.raises(CheckpointError) as info:
+            SmolRGPTProcessor.from_pretrained(tmp_path / "authors")
+        assert str(info.value) == f"{tmp_path / 'authors'}/processor_config.json: {message}"
+
+
+def test_preprocessing_cache_follows_the_processor_modes(tmp_path, tiny_processor):
+    from smolrgpt.data import open_dataset
+    from smolrgpt.data.cache import CacheError, PreparedCache, build_cache
+
+    from conftest import write_track3_split
+
+    split = write_track3_split(tmp_path / "data", frames=2, questions_per_frame=2)
+    samples = list(open_dataset(split))
+    authors = SmolRGPTProcessor(tiny_processor.tokenizer, mask_reduction="bilinear",
+                                depth_transform="authors-submission")
+    build_cache(samples, split, authors, tmp_path / "cache", progress=False)
+    cache = PreparedCache(tmp_path / "cache", authors, source=split)
+    for sample in samples:
+        direct, cached = authors.prepare(sample), cache.prepare(sample)
+        np.testing.assert_allclose(direct.depth_values, cached.depth_values, atol=1e-6)  # uint8 stored exactly
+        np.testing.assert_allclose(direct.region_masks, cached.region_masks, atol=1e-3)  # float16 masks
+    with pytest.raises(CacheError):  # a cache of the authors' preprocessing is not one of ours
+        PreparedCache(tmp_path / "cache", tiny_processor, source=split)

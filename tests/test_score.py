@@ -42,19 +42,49 @@ def _published_order(report) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- distance
 @pytest.mark.parametrize("gt, pred, expected", [
     (10, 9.0, True), (10, "11", True), (10, 8.99, False), (10, "11.01", False),
-    # exact decimal bounds: in binary floats 0.9*4.2 > 3.78 and 1.1*1.13 < 1.243, the official script
-    # would reject these two; the rule says inclusive and we follow the rule (see score.py).
-    (4.2, "3.78", True), (1.13, 1.243, True), (4.2, "3.7799", False), (1.13, "1.2431", False),
+    # on the bound as written, outside it in binary floats (0.9*4.2 = 3.7800000000000002, 1.1*1.13 =
+    # 1.2429999999999999): the leaderboard's script rejects both, and so does the default rule
+    (4.2, "3.78", False), (1.13, 1.243, False), (4.2, "3.7799", False), (1.13, "1.2431", False),
     ("6.36", "6.36", True), (13, "13.0", True), (6.36, "  6.5 ", True),
 ])
-def test_distance_within_ten_percent_inclusive(gt, pred, expected):
+def test_distance_within_ten_percent_official_float_rule(gt, pred, expected):
     assert is_correct("distance", gt, pred) is expected
+    assert is_correct("distance", gt, pred, rule="official") is expected
 
 
-def test_distance_float_boundaries_are_where_the_official_float_formula_would_differ():
-    # documents why we use decimals: these two are exactly on the bound but fail in float arithmetic
-    assert not (0.9 * 4.2 <= 3.78)
-    assert not (1.243 <= 1.1 * 1.13)
+@pytest.mark.parametrize("gt, pred, expected", [
+    (4.2, "3.78", True), (1.13, 1.243, True), (4.2, "3.7799", False), (1.13, "1.2431", False), (10, "11", True),
+])
+def test_distance_exact_decimal_rule_reads_the_bounds_as_written(gt, pred, expected):
+    assert is_correct("distance", gt, pred, rule="exact-decimal") is expected
+
+
+def _leaderboard(gt: float, pred: float) -> bool:
+    """The leaderboard script's comparison, written here as the spec states it."""
+    return pred <= 1.10 * gt and pred >= 0.90 * gt
+
+
+def test_official_rule_is_the_leaderboard_expression_on_boundary_values():
+    """Predictions at 0.9*gt and 1.1*gt computed as exact decimals: where float and decimal disagree,
+    the default rule must side with the float expression, every time."""
+    from decimal import Decimal
+
+    differ = 0
+    for hundredths in range(1, 1841):  # every 2-decimal gt from 0.01 to 18.40 m, the real range
+        gt = Decimal(hundredths) / 100
+        for factor in ("0.9", "1.1"):
+            pred = str(gt * Decimal(factor))
+            official = _leaderboard(float(gt), float(pred))
+            assert is_correct("distance", str(gt), pred) is official, (gt, pred)
+            assert is_correct("distance", str(gt), pred, rule="exact-decimal") is True, (gt, pred)
+            differ += not official
+    assert differ > 100  # the two rules really differ on this set (the count is in docs/evaluation.md)
+
+
+def test_unknown_rule_is_an_error():
+    with pytest.raises(SubmissionError, match="unknown comparison rule 'float' "
+                                              r"\(expected one of official, exact-decimal\)"):
+        score_submission(GT, [{"id": r["id"], "normalized_answer": r["normalized_answer"]} for r in GT], rule="float")
 
 
 @pytest.mark.parametrize("pred, expected", [(0, True), ("0", True), ("0.00", True), (0.0, True),
@@ -229,7 +259,8 @@ def test_shipped_submissions_score_the_same_with_the_official_float_formula():
             gt = truth[pred["id"]]
             if gt["category"] == "distance":
                 g, p = float(gt["normalized_answer"]), float(pred["normalized_answer"])
-                assert is_correct("distance", g, p) == (0.9 * g <= p <= 1.1 * g), pred["id"]
+                assert is_correct("distance", g, p) == _leaderboard(g, p), pred["id"]
+                assert is_correct("distance", g, p, rule="exact-decimal") == _leaderboard(g, p), pred["id"]
 
 
 @needs_track3
@@ -300,3 +331,80 @@ def test_scoring_never_imports_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr or "torch was imported"
     assert json.loads(result.stdout)["final"] == 100.0
+
+
+def test_eval_gt_of_another_split_says_so(tmp_path, capsys):
+    from conftest import write_track3_split
+
+    split = write_track3_split(tmp_path / "data", split="test", frames=2, questions_per_frame=2, with_answers=False)
+    other = tmp_path / "val_answers.json"
+    other.write_text(json.dumps(GT))
+    args = ["eval", "--model", str(tmp_path / "unused"), "--data", str(split), "--out", str(tmp_path / "e"),
+            "--no-progress", "--gt", str(other)]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"smolrgpt eval: error: {other}: 4 of the 4 question ids of {split} are not in this answers file "
+        "(e.g. '00000000000000000000000000000000'); none of them is there: it holds the answers of another split")
+    some = json.loads(split.read_text())[:1]
+    other.write_text(json.dumps([{"id": r["id"], "category": "count", "normalized_answer": 1} for r in some]))
+    assert main(args) == 2
+    assert "3 of the 4 question ids" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"d1": 10, "d2": 1}', 'expected a JSON array (or JSON Lines) of {"id": ..., "normalized_answer": ...} objects, '
+                            "got an object mapping keys to values (e.g. {id: answer})"),
+    ('{"predictions": [{"id": "d1", "normalized_answer": 10}]}',
+     'expected a JSON array (or JSON Lines) of {"id": ..., "normalized_answer": ...} objects, got an object holding '
+     "the list 'predictions'"),
+    ('[{"id": "d1", "answer": "10 m"}]', "record 0 needs 'id' and 'normalized_answer' (has: answer, id); expected a "
+                                         'JSON array (or JSON Lines) of {"id": ..., "normalized_answer": ...} objects'),
+])
+def test_score_names_the_expected_submission_shape(tmp_path, capsys, content, message):
+    gt, pred = tmp_path / "gt.json", tmp_path / "pred.json"
+    gt.write_text(json.dumps(GT))
+    pred.write_text(content)
+    assert main(["score", "--gt", str(gt), "--pred", str(pred)]) == 2
+    assert capsys.readouterr().err.strip() == f"smolrgpt score: error: {pred}: {message}"
+
+
+def test_score_and_normalize_on_non_utf8_files_name_the_file(tmp_path, capsys):
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes('{"question": "Is it left?", "answer": "à gauche"}\n'.encode("latin-1"))
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps(GT))
+    expected = f"{bad}: not UTF-8 text (byte 0xe0 at offset 39); save it as UTF-8 JSON"
+    assert main(["score", "--gt", str(gt), "--pred", str(bad)]) == 2
+    assert capsys.readouterr().err.strip() == f"smolrgpt score: error: {expected}"
+    assert main(["score", "--gt", str(bad), "--pred", str(gt)]) == 2
+    assert capsys.readouterr().err.strip() == f"smolrgpt score: error: {expected}"
+    assert main(["normalize", "--in", str(bad), "--out", str(tmp_path / "out.jsonl")]) == 2
+    assert capsys.readouterr().err.strip() == f"smolrgpt normalize: error: {expected}"
+
+
+@needs_track3
+def test_boundary_predictions_on_the_validation_ids_official_against_exact_decimal(tmp_path, capsys):
+    """Every distance answer predicted exactly on a bound as written (0.9*gt and 1.1*gt in turn), every
+    other answer right: the official float rule rejects 43 of 486 (all of them low bounds)."""
+    from decimal import Decimal
+
+    gt = load_records(TRACK3_DIR / "val_answers.json")
+    preds, k = [], 0
+    for r in gt:
+        answer = r["normalized_answer"]
+        if r["category"] == "distance":
+            answer, k = str(Decimal(repr(answer)) * Decimal(("0.9", "1.1")[k % 2])), k + 1
+        preds.append({"id": r["id"], "normalized_answer": answer})
+    path = tmp_path / "boundary.json"
+    path.write_text(json.dumps(preds))
+    scores = {}
+    for rule in ("official", "exact-decimal"):
+        assert main(["score", "--gt", str(TRACK3_DIR / "val_answers.json"), "--pred", str(path), "--json",
+                     *(["--rule", rule] if rule != "official" else [])]) == 0
+        data = json.loads(capsys.readouterr().out)
+        scores[rule] = (data["correct"]["distance"], f"{data['categories']['distance']:.2f}", f"{data['final']:.2f}")
+    assert scores == {"official": (443, "91.15", "97.79"), "exact-decimal": (486, "100.00", "100.00")}
+    differ = [p for p, r in zip(preds, gt) if r["category"] == "distance"
+              and is_correct("distance", r["normalized_answer"], p["normalized_answer"])
+              != is_correct("distance", r["normalized_answer"], p["normalized_answer"], rule="exact-decimal")]
+    assert len(differ) == 43

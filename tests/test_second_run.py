@@ -13,7 +13,7 @@ from PIL import Image
 
 from bad_inputs_support import make_checkpoint, run_cli
 from conftest import write_track3_split
-from test_training_helpers import DEMO_CONFIGS, quick_overrides, write_track3_set
+from training_helpers import DEMO_CONFIGS, quick_overrides, write_track3_set
 
 
 def snapshot(folder):

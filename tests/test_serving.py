@@ -21,7 +21,7 @@ from pycocotools import mask as coco_mask
 from smolrgpt.data.sample import Region
 from smolrgpt.serving.api import create_app
 
-from test_serving_support import BackgroundServer, http_client, b64, frame_arrays, load_engine, png_bytes
+from serving_support import BackgroundServer, http_client, b64, frame_arrays, load_engine, png_bytes
 
 HTTP = http_client()
 Q2 = "How far is the pallet <mask> from the pallet <mask>?"
@@ -462,7 +462,7 @@ def test_a_bad_question_fails_alone_inside_a_batch(reference):
 
 def test_serve_command_binds_loopback_and_answers(tmp_path):
     """`smolrgpt serve` end to end in its own process: default host 127.0.0.1, /health and one answer."""
-    from test_serving_support import free_port, lively_checkpoint
+    from serving_support import free_port, lively_checkpoint
 
     from smolrgpt import cli
 

@@ -8,7 +8,7 @@ import yaml
 
 from smolrgpt.errors import ConfigError
 from smolrgpt.training.config import load_config, parse_bool
-from test_training_helpers import CONFIGS, DEMO_CONFIGS
+from training_helpers import CONFIGS, DEMO_CONFIGS
 
 
 def _write(tmp_path, text: str):
@@ -135,3 +135,48 @@ def _get(raw, dotted):
     for part in dotted.split("."):
         raw = (raw or {}).get(part)
     return raw
+
+
+def test_a_base_file_is_read_first_and_this_files_settings_go_over_it(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "base.yaml").write_text(
+        "data: {train: a.json, max_length: 256}\noptim: {lr: {connectors: 1.0e-4, refiners: 2.0e-4}}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("base: recipes/base.yaml\noptim: {lr: {refiners: 3.0e-4}}\ntrain: {batch_size: 8}\n")
+    c = load_config(child, ["data.max_length=128"])
+    assert (c.data.train, c.data.max_length, c.train.batch_size) == ("a.json", 128, 8)
+    assert (c.optim.lr.connectors, c.optim.lr.refiners) == (1e-4, 3e-4)  # merged key by key, not section by section
+    (tmp_path / "grandchild.yaml").write_text("base: child.yaml\ntrain: {batch_size: 4}\n")
+    c = load_config(tmp_path / "grandchild.yaml")
+    assert (c.train.batch_size, c.optim.lr.refiners, c.data.train) == (4, 3e-4, "a.json")
+
+
+def test_a_bad_base_is_an_error_naming_the_file(tmp_path):
+    def fails(text, message):
+        path = _write(tmp_path, text)
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)
+
+    fails("base: missing.yaml\n", r"c\.yaml: base missing\.yaml not found")
+    fails("base: [a.yaml]\n", r"c\.yaml: base must be the path of another config file, got \['a\.yaml'\]")
+    fails("base: c.yaml\n", r"c\.yaml: base c\.yaml leads back to itself")
+    (tmp_path / "other.yaml").write_text("base: c.yaml\n")
+    fails("base: other.yaml\n", r"other\.yaml: base c\.yaml leads back to itself")
+    (tmp_path / "typo.yaml").write_text("train: {stag: 3}\n")
+    fails("base: typo.yaml\n", r"unknown setting train\.stag")  # unknown keys in a base stay errors
+    (tmp_path / "good.yaml").write_text("train: {stage: 3}\n")
+    fails("base: good.yaml\nbase2: x\n", r"unknown setting base2")
+    from smolrgpt.demo.config import load_demo_config
+
+    with pytest.raises(ConfigError, match=r"unknown setting base"):  # demo settings have no base
+        load_demo_config(_write(tmp_path, "base: x.yaml\n"))
+
+
+def test_the_135m_demo_stages_are_the_packaged_ones_but_for_the_language_models_rate():
+    from smolrgpt.training.config import differences
+
+    for stage in (1, 2, 3):
+        packaged = load_config(DEMO_CONFIGS / f"stage{stage}.yaml")
+        c = load_config(CONFIGS / "demo-135m" / f"stage{stage}.yaml")
+        assert differences(packaged, c) == ([] if stage < 3 else ["optim.lr.language_model"])
+    assert c.optim.lr.language_model == 5e-5 and packaged.optim.lr.language_model == 1e-3

@@ -10,7 +10,7 @@ from conftest import make_sample
 from smolrgpt.errors import ConfigError, SampleError
 from smolrgpt.training.data import (BatchPlan, check_disjoint, eval_batches, load_samples, padding_tokens,
                                     split_by_frame, token_lengths)
-from test_training_helpers import write_track3_set
+from training_helpers import write_track3_set
 
 
 def _lengths(n=1000, seed=0):

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from smolrgpt.modeling.checkpoint import load_checkpoint
-from test_training_helpers import (DEMO_CONFIGS, free_port, quick_overrides, run, run_killed, smolrgpt_cmd, train_losses,
+from training_helpers import (DEMO_CONFIGS, free_port, quick_overrides, run, run_killed, smolrgpt_cmd, train_losses,
                                    write_track3_set)
 
 TOLERANCE = 1e-5  # relative, per step

@@ -13,7 +13,7 @@ from smolrgpt.cli import main
 from smolrgpt.data.sample import CATEGORIES
 from smolrgpt.modeling.checkpoint import load_checkpoint
 from smolrgpt.training.config import load_config
-from test_training_helpers import DEMO_CONFIGS, write_track3_set
+from training_helpers import DEMO_CONFIGS, write_track3_set
 
 HAVE_SYNTH = importlib.util.find_spec("smolrgpt.synth.commands") is not None
 HAVE_EVAL = all(importlib.util.find_spec(m) for m in ("smolrgpt.evaluation.normalize", "smolrgpt.evaluation.score"))

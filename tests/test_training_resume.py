@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from smolrgpt.cli import main
 from smolrgpt.errors import CheckpointError
 from smolrgpt.training.state import read_state, verify_checkpoint
-from test_training_helpers import (DEMO_CONFIGS, quick_overrides, run, run_killed, smolrgpt_cmd, train_losses,
+from training_helpers import (DEMO_CONFIGS, quick_overrides, run, run_killed, smolrgpt_cmd, train_losses,
                                    write_track3_set)
 
 STEPS = 10

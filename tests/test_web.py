@@ -19,7 +19,7 @@ from smolrgpt.data.sample import Region
 from smolrgpt.serving.api import create_app
 from smolrgpt.visualize import draw_regions
 
-from test_serving_support import BackgroundServer, http_client, load_engine
+from serving_support import BackgroundServer, http_client, load_engine
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

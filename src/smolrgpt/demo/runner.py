@@ -6,7 +6,7 @@ unfinished one where its own tool resumes: frames, cache shards, training checkp
   data      synthetic train / val / test splits (each split draws its frames from its own random stream)
   captions  stage-1 captions of the training frames, from their scene files
   caches    preprocessing caches of the training and validation files
-  plan      seconds per optimizer step of each stage, measured on this machine, turned into step counts
+  plan      seconds per optimizer step of each stage, measured where the demo runs, turned into step counts
             that fit the budget (kept, so a resumed run trains exactly the same schedule)
   stage1-3  the curriculum (stage N starts from stage N-1's best checkpoint)
   model     the final checkpoint, copied to OUT/model (what `ask`, `predict` and `serve` take)
@@ -252,8 +252,8 @@ class Demo:
         return {"summary": summary}
 
     def time_stage3_again(self) -> float:
-        """Stage 3's seconds per step, measured again on its own starting checkpoint: this machine's
-        speed drifts over minutes (a 60-minute run planned 0.211 s per step and trained at 0.29 s, and
+        """Stage 3's seconds per step, measured again on its own starting checkpoint: a shared
+        machine's speed drifts over minutes (a 60-minute run planned 0.211 s per step and trained at 0.29 s, and
         overran by 24%), and stage 3 is most of the budget. Costs at most ~1% of the budget."""
         from smolrgpt.training.trainer import seconds_per_step
 

@@ -16,7 +16,7 @@ from smolrgpt.atomic import write_text_atomic
 from smolrgpt.data.sample import CATEGORIES
 from smolrgpt.errors import SampleError
 from smolrgpt.evaluation.normalize import UNANSWERABLE, classify_question, normalize_answer
-from smolrgpt.evaluation.score import ScoreReport, score_files
+from smolrgpt.evaluation.score import DEFAULT_RULE, RULES, ScoreReport, SubmissionError, read_text_file, score_files
 
 _INVALID_SHOWN = 20  # the table lists this many invalid predictions; --json lists them all
 
@@ -27,32 +27,53 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
         "Score a Track 3 submission with the official formula: per-category accuracy (distance within "
         "+-10%, count by truncated integer, left_right with aliases, mcq by first integer) and their "
         "macro average. Also reports distance/count mean absolute error and lists predictions that "
-        "cannot be read (they count as wrong instead of crashing the scorer).", width=78
+        "cannot be read (they count as wrong instead of crashing the scorer). With --bench, score "
+        "free-form answers on SpatialRGPT-Bench instead (the 12 columns of its Table 1; no model, no images).",
+        width=78
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
         "file formats (JSON array or JSON Lines):\n"
-        "  --gt    val_answers.json style {id, category, normalized_answer}, or full Track 3 records\n"
-        "          (with conversations); a record without category gets one from its question\n"
-        "  --pred  [{id, normalized_answer}, ...] covering exactly the ground-truth ids\n\n"
-        "example:\n"
-        "  smolrgpt score --gt val_answers.json --pred submission.json --chart scores.png"
+        "  --gt     val_answers.json style {id, category, normalized_answer}, or full Track 3 records\n"
+        "           (with conversations); a record without category gets one from its question\n"
+        "  --bench  SpatialRGPT-Bench_v1.json (only id, qa_info and conversations are read)\n"
+        "  --pred   with --gt: [{id, normalized_answer}, ...] covering exactly the ground-truth ids;\n"
+        "           with --bench: [{id, answer}, ...] free-form answers (predict's predictions.jsonl,\n"
+        "           or SpatialRGPT's own {question_id, pred} output)\n\n"
+        "examples:\n"
+        "  smolrgpt score --gt val_answers.json --pred submission.json --chart scores.png\n"
+        "  smolrgpt score --bench SpatialRGPT-Bench_v1.json --pred answers.jsonl --json"
     )
-    parser.add_argument("--gt", required=True, metavar="GT.json", help="ground-truth file")
-    parser.add_argument("--pred", required=True, metavar="SUBMISSION.json", help="submission file to score")
+    truth = parser.add_mutually_exclusive_group(required=True)
+    truth.add_argument("--gt", metavar="GT.json", help="Track 3 ground-truth file")
+    truth.add_argument("--bench", metavar="BENCH.json", help="SpatialRGPT-Bench file (its answers are the ground truth)")
+    parser.add_argument("--pred", required=True, metavar="PRED.json", help="predictions to score")
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON object (final, categories, counts, MAE, invalid/missing/extra ids) "
-                             "instead of the table")
+                        help="print one JSON object instead of the table (Track 3: final, categories, counts, "
+                             "MAE, invalid/missing/extra ids; bench: columns, averages, unreadable_ground_truth)")
     parser.add_argument("--partial", action="store_true",
                         help="score only the ids present in both files and report the others, instead of "
                              "stopping with an error when ids are missing or extra")
+    parser.add_argument("--rule", choices=RULES, default=DEFAULT_RULE,
+                        help="how length bounds are compared: 'official' (default) in binary floats exactly as "
+                             "the leaderboard's script (pred <= 1.10 * gt and pred >= 0.90 * gt), so a value on "
+                             "the bound as written can fall outside it; 'exact-decimal' on the decimals as written")
     parser.add_argument("--chart", metavar="OUT.png", default=None,
                         help="also write a bar chart of the per-category and final scores to this PNG "
-                             "(default: no chart)")
+                             "(Track 3 only; default: no chart)")
 
 
 def run_score(args: argparse.Namespace) -> int:
-    report = score_files(args.gt, args.pred, partial=args.partial)
+    if args.bench:
+        from smolrgpt.evaluation.spatialbench import format_table, score_bench_files
+
+        if args.chart:
+            raise SubmissionError("--chart is for Track 3 scores (--gt), not --bench")
+        bench = score_bench_files(args.bench, args.pred, partial=args.partial, rule=args.rule)
+        print(json.dumps(bench.to_dict(), indent=2) if args.json
+              else format_table(bench, title=f"{args.pred} vs {args.bench}"))
+        return 0
+    report = score_files(args.gt, args.pred, partial=args.partial, rule=args.rule)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, sort_keys=False, default=str))
     else:
@@ -76,6 +97,7 @@ def format_report(report: ScoreReport, title: str = "") -> str:
                      f"{report.correct[category]:>9}{report.counts[category]:>7}")
     lines.append(f"{'final (macro)':<14}{_pct(report.final):>11}")
     lines.append("")
+    lines.append(f"comparison rule: {report.rule}")
     if report.distance_mae is not None:
         abs_rel = "n/a" if report.distance_abs_rel is None else f"{report.distance_abs_rel:.3f}"
         lines.append(f"distance: mean abs error {report.distance_mae:.3f} m, mean abs-rel error {abs_rel}")
@@ -132,10 +154,7 @@ def add_normalize_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise SampleError(f"cannot read file: {exc.strerror or exc}", source=str(path)) from exc
+    lines = read_text_file(path).splitlines()
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

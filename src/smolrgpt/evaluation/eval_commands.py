@@ -47,17 +47,10 @@ def _check_args(args) -> None:
             raise ConfigError(f"{flag} {folder}: folder not found")
 
 
-def _load(args):
-    import torch
-
+def _read_samples(args) -> list:
     from smolrgpt.data import open_dataset
-    from smolrgpt.engine import SmolRGPT
-    from smolrgpt.errors import SmolRGPTError
-    from smolrgpt.modeling.checkpoint import quiet_loading
 
     _check_args(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     samples = []
     # validate=False: a record whose <mask> tags and regions disagree is refused by the engine, so predict
     # reports it and goes on (the reader's own check would stop the whole run at that record)
@@ -66,6 +59,20 @@ def _load(args):
         samples.append(sample)
         if args.limit and len(samples) >= args.limit:
             break
+    return samples
+
+
+def _load(args, samples: list | None = None):
+    import torch
+
+    from smolrgpt.engine import SmolRGPT
+    from smolrgpt.errors import SmolRGPTError
+    from smolrgpt.modeling.checkpoint import quiet_loading
+
+    if samples is None:
+        samples = _read_samples(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with quiet_loading(args.no_progress):
         try:
             engine = SmolRGPT.load(args.model, device=args.device, precision=args.precision,
@@ -161,10 +168,12 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt", help="answers file (id, category, normalized_answer) when the split has none, "
                                 "e.g. test_answers.json")
     p.add_argument("--gallery", type=int, default=4, help="examples per category in the HTML gallery")
+    p.add_argument("--rule", choices=("official", "exact-decimal"), default="official",
+                   help="how length bounds are compared (see `smolrgpt score --help`); default official")
 
 
 def write_evaluation(samples, rows: list[dict], out: Path, title: str, gallery: int, partial: bool = False,
-                     headline: str = ""):
+                     headline: str = "", rule: str = "official"):
     """Score `predict` rows against the samples' answers and write report.txt/json, the confusion tables,
     scores.png, distance_errors.png and the gallery; `headline` replaces the score table's text. Returns
     the ScoreReport."""
@@ -177,7 +186,7 @@ def write_evaluation(samples, rows: list[dict], out: Path, title: str, gallery: 
     predictions = {r["id"]: r for r in rows}
     gt = [{"id": s.id, "category": s.category, "normalized_answer": s.normalized_answer} for s in samples]
     report = score_submission(gt, [{"id": r["id"], "normalized_answer": r["normalized_answer"]} for r in rows],
-                              partial=partial)
+                              partial=partial, rule=rule)
     pairs = [(s.category, s.normalized_answer, predictions[s.id]["normalized_answer"]) for s in samples]
     text = [headline or format_report(report, title=title), "",
             format_confusion(confusion(pairs, "left_right"), "left_right"), "",
@@ -193,26 +202,66 @@ def write_evaluation(samples, rows: list[dict], out: Path, title: str, gallery: 
     return report
 
 
+def write_bench_evaluation(samples, rows: list[dict], out: Path, title: str, partial: bool = False,
+                           rule: str = "official"):
+    """Score `predict` rows (their free-form `answer`) on SpatialRGPT-Bench samples; write report.txt and
+    report.json (the Table 1 columns and every record's reading). Returns the BenchReport."""
+    from smolrgpt.atomic import write_json_atomic, write_text_atomic
+    from smolrgpt.evaluation.spatialbench import format_table, score_spatialbench
+
+    report = score_spatialbench(samples, {r["id"]: r["answer"] for r in rows}, partial=partial, rule=rule)
+    text = format_table(report, title=title)
+    write_text_atomic(out / "report.txt", text + "\n")
+    write_json_atomic(out / "report.json", report.to_dict(with_results=True), indent=1)
+    print(text)
+    print(f"\nwrote {out / 'report.txt'}, {out / 'report.json'}")
+    return report
+
+
+def _apply_answers(samples, gt_path: str, data_path: str) -> None:
+    """Fill the samples' category and answer from an answers file; the ids must be the split's."""
+    from smolrgpt.errors import SmolRGPTError
+    from smolrgpt.evaluation.score import load_records
+
+    truth = {str(r.get("id")): r for r in load_records(gt_path)}
+    absent = [s.id for s in samples if s.id not in truth and (s.category is None or s.normalized_answer is None)]
+    if absent:
+        which = ("none of them is there: it holds the answers of another split" if len(absent) == len(samples)
+                 else "it does not cover this split")
+        raise SmolRGPTError(f"{gt_path}: {len(absent)} of the {len(samples)} question ids of {data_path} are not in "
+                            f"this answers file (e.g. {absent[0]!r}); {which}")
+    for s in samples:
+        if s.id in truth:
+            s.category, s.normalized_answer = truth[s.id].get("category"), truth[s.id].get("normalized_answer")
+
+
 def run_eval(args) -> int:
     from smolrgpt.evaluation.predict import predict
-    from smolrgpt.evaluation.score import load_records
     from smolrgpt.errors import SmolRGPTError
 
-    samples, engine = _load(args)
+    samples = _read_samples(args)
+    bench = bool(samples) and all(s.meta.get("format") == "spatialbench" for s in samples)
+    if bench and args.gt:
+        raise SmolRGPTError(f"{args.data} is SpatialRGPT-Bench, which holds its own answers: drop --gt")
+    if bench and any(s.depth is None for s in samples):
+        raise SmolRGPTError(f"{args.data} is SpatialRGPT-Bench, which ships no depth maps: pass --depths-root, a "
+                            "folder with one depth PNG per image at <depths-root>/<image_info.file_path with .png>, "
+                            "bright = near (as Depth Anything writes them)")
     if args.gt:
-        truth = {r["id"]: r for r in load_records(args.gt)}
-        for s in samples:
-            if s.id in truth:
-                s.category, s.normalized_answer = truth[s.id].get("category"), truth[s.id].get("normalized_answer")
-    unanswered = [s.id for s in samples if s.category is None or s.normalized_answer is None]
+        _apply_answers(samples, args.gt, args.data)
+    unanswered = [] if bench else [s.id for s in samples if s.category is None or s.normalized_answer is None]
     if unanswered:
         raise SmolRGPTError(f"{len(unanswered)} question(s) have no ground truth (e.g. {unanswered[0]!r}); "
                             "pass --gt with the answers, or use `smolrgpt predict`")
+    samples, engine = _load(args, samples)
     out = _claim_out(args, "eval")
     result = predict(engine, samples, out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                      progress=not args.no_progress, strict=args.strict)
     answered = {r["id"] for r in result.rows}
     kept = [s for s in samples if s.id in answered]
-    write_evaluation(kept, result.rows, out, Path(args.data).name, args.gallery,
-                     partial=bool(args.limit) or len(kept) < len(samples))
+    partial = bool(args.limit) or len(kept) < len(samples)
+    if bench:
+        write_bench_evaluation(kept, result.rows, out, Path(args.data).name, partial=partial, rule=args.rule)
+    else:
+        write_evaluation(kept, result.rows, out, Path(args.data).name, args.gallery, partial=partial, rule=args.rule)
     return _summary(result, out)

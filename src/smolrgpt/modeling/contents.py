@@ -4,7 +4,7 @@ masks of the question that lie on it (`region_contents: true`; not in the paper,
 Why it exists: count ("how many pallets are in the rightmost buffer?") needs, for the chosen buffer, the
 number of pallets standing in it. Given which pallet stands in which buffer as a per-region code
 (`region_relations`), the tiny language model still listed pallets at random after 1,500 count-only steps
-(README, finding 9): it has to bind each pallet's code to the buffer the question means, across tokens.
+(docs/research.md): it has to bind each pallet's code to the buffer the question means, across tokens.
 Here the buffer's own vectors carry what stands on it, so the language model only has to pick the buffer
 and read its contents.
 
@@ -26,7 +26,7 @@ from smolrgpt.modeling.geometry import overlap_shares, same_row_others
 
 # The soft threshold on an edge's overlap share starts at one half, steep: a pallet in a buffer has most of
 # its weight on or beside the buffer (the share is 0.175 or more for 98.9% of the pallets inside on the
-# demo's validation split, README finding 9), a pallet beside it a small part.
+# demo's validation split), a pallet beside it a small part.
 EDGE_THRESHOLD = 0.5
 EDGE_SHARPNESS = 10.0
 

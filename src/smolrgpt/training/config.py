@@ -57,7 +57,7 @@ class LeadIn:
     """The first `share` of a stage's optimizer steps (but at least `min_steps`, and never more than
     `max_share`) draw from their own category mix (`repeats`), then the main mix takes over; one
     learning-rate schedule spans both. Why: a from-scratch language model learns left/right alone in
-    about 500 steps, but in the full mix only at a run-dependent point or not at all (README, finding 7);
+    about 500 steps, but in the full mix only at a run-dependent point or not at all (docs/research.md, "Lead-in");
     a short budget's fifth is too few steps for it."""
     share: float = 0.0
     min_steps: int = 0
@@ -388,6 +388,32 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
+def _merged(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A training config file's settings. A top-level `base: OTHER.yaml` (relative to this file) reads that
+    file first and puts this file's settings over it, section by section, so a recipe that differs from
+    another in a few keys says only those."""
+    path = Path(path)
+    raw = read_yaml(path)
+    if "base" not in raw:
+        return raw
+    base = raw.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base must be the path of another config file, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in _seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: base {base} leads back to itself")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base {base} not found ({base_path})")
+    return _merged(read_config_file(base_path, (*_seen, path.resolve())), raw)
+
+
 def config_from_dict(raw: dict, overrides: list[str] = ()) -> TrainingConfig:
     import copy
 
@@ -399,7 +425,7 @@ def config_from_dict(raw: dict, overrides: list[str] = ()) -> TrainingConfig:
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainingConfig:
     """The resolved, validated config of a YAML file (or the defaults) and `key=value` overrides."""
-    return config_from_dict(read_yaml(path) if path is not None else {}, overrides)
+    return config_from_dict(read_config_file(path) if path is not None else {}, overrides)
 
 
 def differences(a: TrainingConfig, b: TrainingConfig, ignore: tuple[str, ...] = ()) -> list[str]:

@@ -1,7 +1,7 @@
 """Which buffer did a count answer read? For each count question, the count of every buffer it names, then
 whether the predicted number is the asked buffer's count, another buffer's count only, or no buffer's.
 
-    python benchmarks/count_by_buffer.py --data DEMO/data/val.json --images-root DEMO/data/val/images \
+    python experiments/count_by_buffer.py --data DEMO/data/val.json --images-root DEMO/data/val/images \
         --predictions EVAL/predictions.jsonl
 
 A buffer's count is the number of the question's pallets whose mask lies at least THRESHOLD on or within one
@@ -11,6 +11,9 @@ before the word "pallet" in the question, pallets the masks after it up to the q
 many ..."), as the synthetic and Track 3 count questions phrase them; a question phrased otherwise is refused.
 `random buffer` is the expected accuracy of reading a buffer drawn at random, over the questions whose
 answer was some buffer's count. Prints a table, then one JSON line.
+
+Decision: kept as a reproducible diagnostic for "Contents layer" and "Count: the choice of buffer" in
+docs/research.md (oracle_regions.py's `--asked-buffer-only` uses its reading of which masks are buffers).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import re
 import sys
 from pathlib import Path
 
-THRESHOLD = 0.175  # the share that best separates pallets in a buffer from the rest (README finding 9)
+THRESHOLD = 0.175  # the share that best separates pallets in a buffer from the rest (docs/research.md, "Relation code")
 GRID = 64
 
 

@@ -14,8 +14,11 @@ distances (within +-10%), from:
 next to the median training answer. Probes are trained with a fixed seed and step count; they measure
 what is present, not what the language model learns.
 
-    python benchmarks/distance_ceiling.py --train DEMO/data/train.json --val DEMO/data/val.json \
+    python experiments/distance_ceiling.py --train DEMO/data/train.json --val DEMO/data/val.json \
         --model DEMO/model --fit-questions 4000
+
+Decision: kept as a reproducible diagnostic for "Distance needs a metric scale" in docs/research.md;
+nothing was adopted (no input holds the scale, so the product has nothing to add).
 """
 from __future__ import annotations
 

@@ -7,11 +7,14 @@ synthetic generator records each question's family (and which extreme it asks fo
 file, `SPLIT/scenes/NNNNNN.json`; this groups a `predictions.jsonl` (from `smolrgpt predict`, `eval` or
 `demo`) by it and scores each group with the project's scorer.
 
-    python benchmarks/accuracy_by_family.py --data runs/demo/data/val.json \
+    python experiments/accuracy_by_family.py --data runs/demo/data/val.json \
         --predictions runs/demo/eval/predictions.jsonl
 
 Prints a table (category, family, questions, accuracy %, and the accuracy of always giving the group's
 most frequent true answer) and one JSON line.
+
+Decision: kept as a reproducible diagnostic for the per-family tables in docs/research.md; it reads
+the synthetic generator's scene files, so it works on synthetic splits only.
 """
 from __future__ import annotations
 

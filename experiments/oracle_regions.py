@@ -18,11 +18,19 @@ It prints the validation accuracy at each evaluation. A language model that stay
 oracle vectors says the bottleneck is the language model (from-scratch start, size, samples seen), not the
 visual features.
 
-    python benchmarks/oracle_regions.py --demo runs/demo --out runs/oracle --category left_right \
+    python experiments/oracle_regions.py --demo runs/demo --out runs/oracle --category left_right \
         --oracle x+index --steps 600 optim.lr.language_model=3e-3
 
 It trains with the demo's stage-3 settings (src/smolrgpt/demo/stage3.yaml), but each question once per
 epoch and no lead-in; extra KEY=VALUE arguments are training-config overrides (as for `smolrgpt train`).
+
+Decision: kept as a reproducible diagnostic for the results in docs/research.md ("The language model
+is the bottleneck", "Region geometry code", "Lead-in", "Contents layer", "Comparisons layer", "Count: the
+choice of buffer"). What it showed was adopted into the product with tests: the region geometry code
+(`region_geometry`, tests/test_geometry.py), the stage-3 lead-in (`data.lead_in`, tests/test_lead_in.py) and
+the region contents and comparisons layers (tests/test_region_layers.py). The oracles `geometry+relations`
+and `groups` exist only for the options `region_relations` and `region_groups` (which did not help), and
+`group-extremes` reads the mask groups of `region_groups`; they go when those options are removed.
 """
 from __future__ import annotations
 

@@ -9,8 +9,13 @@ model, on a Track 3-layout split such as the one `smolrgpt demo` writes:
 A high probe score next to a chance-level answer accuracy says the information reaches the language
 model and it does not learn to use it.
 
-    python benchmarks/region_probe.py --data runs/demo/data/val.json \
+    python experiments/region_probe.py --data runs/demo/data/val.json \
         --model preset:smolrgpt-tiny+siglip-positions preset:smolrgpt-tiny runs/demo/model
+
+Decision: kept as a reproducible diagnostic for "Region positions survive training" in docs/research.md.
+Adopted from it: the demo's stage 2 and 3 learning rates on the visual side with the encoder frozen
+(src/smolrgpt/demo/stage2.yaml, stage3.yaml) and the sine-cosine position table of a randomly initialised
+encoder (tests/test_model.py). distance_ceiling.py reuses its region features.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The diagnostic benchmarks' own logic (their full runs are measurements, not tests)."""
+"""The experiments' own logic (experiments/, outside the package; their full runs are measurements, not tests)."""
 import importlib.util
 import math
 from pathlib import Path
@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -176,7 +176,7 @@ def test_count_by_buffer_splits_the_masks_as_the_count_questions_name_them():
 
 
 def test_oracle_asked_buffer_only_keeps_the_buffer_the_answer_names(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as when the script runs: count_by_buffer sits beside it
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))  # as when the script runs: count_by_buffer sits beside it
     oracle = _load("oracle_regions")
     answer = ("The buffer region [Region 1] is the rightmost buffer region. The pallets [Region 3] [Region 5] "
               "are in the buffer region [Region 1]. Hence, there are two pallets.")
