@@ -179,7 +179,8 @@ def batched_decode(engine, rgb, depth, masks, tokens: int, gbs: float, rows_list
     return out
 
 
-def eval_throughput(engine, folder: Path, frames: int, per_frame: int, tokens: int, one_by_one: bool) -> float:
+def eval_throughput(engine, folder: Path, frames: int, per_frame: int, tokens: int, one_by_one: bool,
+                    size=(1080, 1920)) -> float:
     """Questions/s on a synthetic split (many questions per frame) through predict, or one by one
     with a fresh frame per question and no reuse (the baseline)."""
     from smolrgpt.data.sample import Region, Sample
@@ -190,7 +191,7 @@ def eval_throughput(engine, folder: Path, frames: int, per_frame: int, tokens: i
     for f in range(frames):
         frame_dir = folder / f"eval{f}"
         frame_dir.mkdir(parents=True, exist_ok=True)
-        rgb, depth, masks = write_inputs(frame_dir, regions=15, seed=f + 10)
+        rgb, depth, masks = write_inputs(frame_dir, size=size, regions=15, seed=f + 10)
         for q in range(per_frame):
             question = EVAL_QUESTIONS[q % len(EVAL_QUESTIONS)]
             n = question.count("<mask>")

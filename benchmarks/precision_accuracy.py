@@ -58,11 +58,12 @@ def checkpoint_gate(args, modes: list[str]) -> dict:
 
     samples = list(open_dataset(args.data, "auto"))[: args.limit or None]
     truth = [r for r in load_records(args.data) if r["id"] in {s.id for s in samples}]
-    base, processor = load_checkpoint(args.model, device="cpu")
+    base, processor = load_checkpoint(args.model, device=args.device)
     rows, answers = {}, {}
     for mode in modes:
-        model = apply_precision(copy.deepcopy(base).eval(), mode, "cpu")
-        engine = SmolRGPT(model, processor, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+        model = apply_precision(copy.deepcopy(base).eval(), mode, args.device)
+        engine = SmolRGPT(model, processor, device=args.device, batch_size=args.batch_size,
+                          max_new_tokens=args.max_new_tokens)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as out:
             result = predict(engine, samples, out, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
@@ -124,6 +125,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", help="its validation split (e.g. the demo's OUT/data/val.json)")
     parser.add_argument("--real-lm", action="store_true", help="the real SmolLM2-135M instead of a checkpoint")
     parser.add_argument("--modes", default="fp32,fp16w,int8", help="comma-separated; fp32 is the reference")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (checkpoint mode; modes: fp32,bf16 on GPUs)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N questions of the split")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -137,17 +139,21 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     modes = ["fp32"] + [m for m in args.modes.split(",") if m and m != "fp32"]
     result = real_lm_gate(args, modes) if args.real_lm else checkpoint_gate(args, modes)
+    report(result, args.real_lm)
+    return 0
+
+
+def report(result: dict, real_lm: bool = False) -> None:
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(f"accuracy gate ({result['target']}): identical >= {MIN_IDENTICAL:.0%}"
-          + ("" if args.real_lm else f", score within {MAX_SCORE_DROP} points"))
-    columns = (["identical_answers", "token_agreement", "tokens_per_s"] if args.real_lm
+          + ("" if real_lm else f", score within {MAX_SCORE_DROP} points"))
+    columns = (["identical_answers", "token_agreement", "tokens_per_s"] if real_lm
                else ["score", "identical_normalized", "identical_text", "questions_per_s"])
     print(f"{'mode':<8}" + "".join(f"{c:>22}" for c in columns) + f"{'preserving':>12}")
     for mode, row in result["modes"].items():
         print(f"{mode:<8}" + "".join(f"{row[c]:>22}" for c in columns) + f"{str(row['accuracy_preserving']):>12}")
     print(f"peak RSS {result['peak_rss_mb']:.0f} MB")
     print(json.dumps(result))
-    return 0
 
 
 if __name__ == "__main__":
