@@ -121,6 +121,18 @@ def test_auto_picks_only_accuracy_preserving_modes(monkeypatch):
     assert precision.resolve_precision("auto", "cuda") == "bf16"
 
 
+def test_auto_keeps_fp32_for_weights_that_fit_in_the_caches(tiny_model, monkeypatch):
+    import copy
+
+    small = apply_precision(copy.deepcopy(tiny_model), "auto", "cpu")
+    assert small.inference_precision == "fp32"
+    assert type(small.language_model.lm_head) is torch.nn.Linear
+    monkeypatch.setattr(precision, "LAYOUT_MIN_BYTES", 0)  # as if the weights were large
+    large = apply_precision(tiny_model, "auto", "cpu")
+    assert large.inference_precision == "fp16w"
+    assert isinstance(large.language_model.lm_head, precision.Fp16WeightLinear)
+
+
 def test_reduced_modes_convert_only_the_language_model(tiny_model):
     _tie_head(tiny_model)
     apply_precision(tiny_model, "fp16w", "cpu")

@@ -38,7 +38,7 @@ from torch import nn
 PRECISIONS = ("auto", "fp32", "fp16w", "int8", "bf16")
 WEIGHT_LAYOUTS = ("auto", "row", "column")
 # Below this many bytes of language-model weights the weights stay in the CPU caches between tokens and
-# decoding is not limited by memory reads, so the layout is left alone.
+# decoding is not limited by memory reads, so the layout is left alone and auto keeps fp32 weights.
 LAYOUT_MIN_BYTES = 64 * 2**20
 # The accuracy gate's verdicts: >= 99% of normalized answers equal to fp32's and the Track 3 score within
 # 0.5 points on a trained checkpoint, and identical greedy answers on the real SmolLM2-135M
@@ -89,6 +89,12 @@ def apply_precision(model: nn.Module, precision: str, device: str | torch.device
     weight_layout (fp32 on a CPU): "column" stores the language model's linear weights column-major,
     "row" leaves them, "auto" picks the faster on this machine (`column_major_speedup`)."""
     resolved = resolve_precision(precision, device)
+    if precision == "auto" and resolved == "fp16w" and _linear_bytes(model.language_model) < LAYOUT_MIN_BYTES:
+        # weights that stay in the CPU caches are not read from memory: fewer bytes gain nothing there, and
+        # fbgemm's fp16 kernel is slower than fp32 on such small matrices (the tiny demo model: 2.2 against
+        # 2.6 questions/s in benchmarks/precision_accuracy.py)
+        resolved = "fp32"
+        log.info("precision=auto: the language model's weights fit in the caches; fp32")
     if weight_layout not in WEIGHT_LAYOUTS:
         raise ValueError(f"weight_layout must be one of {WEIGHT_LAYOUTS}, got {weight_layout!r}")
     cpu_fp32 = resolved == "fp32" and torch.device(device).type == "cpu"
@@ -103,7 +109,7 @@ def apply_precision(model: nn.Module, precision: str, device: str | torch.device
     if cpu_fp32 and weight_layout != "row":
         shapes = linear_shapes(model.language_model)
         mix = tuple(sorted((shape, shapes.count(shape)) for shape in set(shapes)))
-        if weight_layout == "column" or (sum(4 * o * i for o, i in shapes) >= LAYOUT_MIN_BYTES
+        if weight_layout == "column" or (_linear_bytes(model.language_model) >= LAYOUT_MIN_BYTES
                                          and column_major_speedup(mix) >= 1.1):
             to_column_major(model.language_model)
     elif resolved == "bf16":
@@ -168,6 +174,11 @@ class Int8WeightLinear(nn.Module):
         if self.bias is not None:
             out = out + self.bias.to(x.dtype)
         return out.reshape(*x.shape[:-1], self.out_features)
+
+
+def _linear_bytes(module: nn.Module) -> int:
+    """Bytes of the distinct nn.Linear weights of `module` in fp32."""
+    return sum(4 * o * i for o, i in linear_shapes(module))
 
 
 def linear_shapes(module: nn.Module) -> list[tuple[int, int]]:
