@@ -10,8 +10,8 @@ bytes and keep activations, accumulation, the vision tower and the connectors in
   (`torch._weight_int8pack_mm`, what torchao's int8 weight-only quantisation lowers to). A quarter of the
   bytes, but on torch 2.13's CPU build that kernel computes about 0.5 GMAC/s, several times slower than
   fp32 even at batch 1, and it changed 22 of 32 greedy answers of the real SmolLM2-135M, so `auto` never
-  picks it; layers
-  that see more than INT8_PACKED_ROWS rows at once (prefill) multiply with the dequantised weight instead.
+  picks it. Layers that see more than INT8_PACKED_ROWS rows at once (prefill) multiply with the
+  dequantised weight instead.
 The old int8 mode (torch.ao dynamic quantisation, deprecated, and it quantised activations too, which
 changed 7 of 8 greedy answers of the real SmolLM2-135M) is gone; `int8` now names the weight-only mode.
 
