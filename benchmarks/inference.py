@@ -1,10 +1,14 @@
 """Inference speed and memory: one question end to end, its breakdown, and evaluation throughput.
 
+    python benchmarks/inference.py --preset smolrgpt-600m --precision auto
     python benchmarks/inference.py --preset smolrgpt-600m --precision fp32
-    python benchmarks/inference.py --preset smolrgpt-600m --precision int8 --compare fp32
 
-Random weights (speed does not depend on them). Answers are forced to --tokens tokens. Prints a table,
-then one JSON line. Machine limits (matmul GFLOP/s, memory read GB/s) are measured in the same run.
+Random weights (speed does not depend on them). Answers are forced to --tokens tokens. Every run also
+times the plain fp32 path (transformers' generate on the full prompt, no reuse, row-major weights, one
+question at a time) as the baseline of `speedup_vs_fp32_plain` and `eval_speedup`, and batched decoding
+of 1-8 rows of one frame (`batched_decode`: GB/s of weights read per step and the share of the memory
+bound). Prints a table, then one JSON line. Machine limits (matmul GFLOP/s, memory read GB/s) are measured
+in the same run.
 """
 from __future__ import annotations
 
@@ -124,21 +128,59 @@ def flop_estimate(engine, prompt_tokens: int, with_depth: bool) -> tuple[float, 
 
 
 def weight_layout(engine) -> str:
-    """How the language model's linear weights are stored: row- or column-major (or quantised)."""
+    """How the language model's linear weights are stored: row- or column-major fp32, or fp16w / int8."""
     head = engine.model.language_model.lm_head
     weight = getattr(head, "weight", None)
     if not isinstance(weight, torch.Tensor):
-        return "quantised"
+        return engine.model.inference_precision
     return "column" if weight.stride(0) == 1 and weight.shape[1] > 1 else "row"
 
 
-def decode_bytes_per_token(engine, precision: str) -> float:
-    bytes_per_weight = {"fp32": 4, "int8": 1, "bf16": 2}[precision]
-    weights = sum(i * o for _, i, o in linear_weights(engine.model.language_model))
-    return weights * bytes_per_weight
+def decode_bytes_per_step(engine, context: int) -> float:
+    """Bytes one decode step reads: every language-model matrix once, as stored (fp32, fp16, or int8
+    plus its fp32 scales), and the keys and values of `context` positions per batch row."""
+    from smolrgpt.modeling.precision import Fp16WeightLinear, Int8WeightLinear
+
+    total = 0.0
+    for sub in engine.model.language_model.modules():
+        if isinstance(sub, Fp16WeightLinear):
+            total += 2 * sub.in_features * sub.out_features
+        elif isinstance(sub, Int8WeightLinear):
+            total += (sub.in_features + 4) * sub.out_features
+        elif isinstance(sub, torch.nn.Linear):
+            total += sub.weight.element_size() * sub.weight.numel()
+    tcfg = engine.model.config.text_config
+    head_dim = getattr(tcfg, "head_dim", None) or tcfg.hidden_size // tcfg.num_attention_heads
+    return total + 2 * tcfg.num_hidden_layers * tcfg.num_key_value_heads * head_dim * context * 4
 
 
-def eval_throughput(engine, folder: Path, frames: int, per_frame: int, tokens: int, one_by_one: bool) -> float:
+def batched_decode(engine, rgb, depth, masks, tokens: int, gbs: float, rows_list=(1, 2, 4, 8)) -> dict:
+    """Decode rate of 1-8 questions about one frame answered together (as predict and the HTTP batcher
+    do): each step reads every weight once for all rows."""
+    from smolrgpt.data.sample import Region
+    from smolrgpt.engine import Question
+
+    frame = engine.frame(rgb, depth)
+    regions = [Region("mask", m) for m in masks[:2]]
+    engine.ask(frame, QUESTION_2, regions, max_new_tokens=2)  # encode the frame and its prefix once
+    prompt = len(engine.processor.prompt_arrays([(QUESTION_2, None)], 2, train=False)[0])
+    out = {}
+    for rows in rows_list:
+        best = 0.0
+        for _ in range(2):
+            engine.timings.clear()
+            engine.ask_batch([Question(frame, QUESTION_2, regions) for _ in range(rows)], max_new_tokens=tokens)
+            steps = engine.timings.get("decode_steps", 0.0) - 1
+            best = max(best, steps / engine.timings["decode_s"] if steps > 0 else 0.0)
+        step_bytes = decode_bytes_per_step(engine, rows * (prompt + tokens // 2))
+        out[str(rows)] = {"steps_per_s": round(best, 2), "tokens_per_s": round(best * rows, 1),
+                          "gbs": round(step_bytes * best / 1e9, 1),
+                          "bandwidth_utilization": round(step_bytes * best / (gbs * 1e9), 3)}
+    return out
+
+
+def eval_throughput(engine, folder: Path, frames: int, per_frame: int, tokens: int, one_by_one: bool,
+                    size=(1080, 1920)) -> float:
     """Questions/s on a synthetic split (many questions per frame) through predict, or one by one
     with a fresh frame per question and no reuse (the baseline)."""
     from smolrgpt.data.sample import Region, Sample
@@ -149,7 +191,7 @@ def eval_throughput(engine, folder: Path, frames: int, per_frame: int, tokens: i
     for f in range(frames):
         frame_dir = folder / f"eval{f}"
         frame_dir.mkdir(parents=True, exist_ok=True)
-        rgb, depth, masks = write_inputs(frame_dir, regions=15, seed=f + 10)
+        rgb, depth, masks = write_inputs(frame_dir, size=size, regions=15, seed=f + 10)
         for q in range(per_frame):
             question = EVAL_QUESTIONS[q % len(EVAL_QUESTIONS)]
             n = question.count("<mask>")
@@ -192,18 +234,24 @@ def ablation(args, folder: Path) -> list[dict]:
 
 
 def run(args) -> dict:
+    from smolrgpt.modeling.precision import ACCURACY_PRESERVING, resolve_precision
+
     device = torch.device(args.device)
     torch.set_num_threads(args.threads or torch.get_num_threads())
+    precision = resolve_precision(args.precision, device)
     gflops, gbs = machine_limits(device)
     folder = Path(tempfile.mkdtemp(prefix="smolrgpt-bench-"))
     rgb, depth, masks = write_inputs(folder)
     result = {"device": str(device), "machine": platform.processor() or platform.machine(),
-              "threads": torch.get_num_threads(), "preset": args.preset, "precision": args.precision,
+              "threads": torch.get_num_threads(), "preset": args.preset, "precision": precision,
+              "accuracy_preserving": ACCURACY_PRESERVING[precision],
               "matmul_gflops": round(gflops, 1), "mem_read_gbs": round(gbs, 1), "tokens": args.tokens}
     rows, answers = [], {}
-    for label, kwargs in (("plain", dict(reuse_prefix=False, lazy_refine=False, weight_layout="row")),
-                          ("optimized", {})):
-        engine = build_engine(args.preset, args.precision, args.device, batch_size=args.batch_size, **kwargs)
+    # The plain fp32 path is the baseline of every precision; "optimized" runs the chosen precision.
+    for label, variant_precision, kwargs in (
+            ("fp32 plain", "fp32", dict(reuse_prefix=False, lazy_refine=False, weight_layout="row")),
+            ("optimized", precision, {})):
+        engine = build_engine(args.preset, variant_precision, args.device, batch_size=args.batch_size, **kwargs)
         one_question(engine, rgb, depth, masks[:2], QUESTION_2, 2)  # warm-up
         runs = [one_question(engine, rgb, depth, masks[:2], QUESTION_2, args.tokens) for _ in range(args.repeats)]
         latency, timings, answer = min(runs, key=lambda r: r[0])
@@ -218,6 +266,7 @@ def run(args) -> dict:
             steps = timings.get("decode_steps", 0.0) - 1  # the first token comes from prefill
             tokens_per_s = steps / decode_s if decode_s else 0.0
             compute_s = timings["vision_s"] + timings["prefill_s"]
+            step_bytes = decode_bytes_per_step(engine, prompt + args.tokens // 2)
             result.update(
                 weight_layout=weight_layout(engine),
                 question_latency_s=round(latency, 3), question_latency_15_masks_s=round(latency15, 3),
@@ -225,30 +274,37 @@ def run(args) -> dict:
                 refiner_pool_s=round(timings["refiner_pool_s"], 3), prefill_s=round(timings["prefill_s"], 3),
                 decode_tokens_per_s=round(tokens_per_s, 2),
                 prefill_flop_utilization=round((vision_flops + prefill_flops) / compute_s / (gflops * 1e9), 3),
-                decode_bandwidth_utilization=round(decode_bytes_per_token(engine, args.precision) * tokens_per_s
-                                                   / (gbs * 1e9), 3),
+                decode_gb_per_token=round(step_bytes / 1e9, 3),
+                decode_bandwidth_utilization=round(step_bytes * tokens_per_s / (gbs * 1e9), 3),
                 answer_example=answer.text[:60])
             if args.eval_frames:
                 fast = eval_throughput(engine, folder / "fast", args.eval_frames, args.questions_per_frame,
                                        args.tokens, one_by_one=False)
                 result["eval_questions_per_s"] = round(fast, 3)
+            if args.batched:
+                result["batched_decode"] = batched_decode(engine, rgb, depth, masks, args.tokens, gbs)
         else:
-            result["plain_question_latency_s"] = round(latency, 3)
-            result["plain_question_latency_15_masks_s"] = round(latency15, 3)
+            result["fp32_plain_question_latency_s"] = round(latency, 3)
+            result["fp32_plain_question_latency_15_masks_s"] = round(latency15, 3)
             if args.eval_frames:
                 slow = eval_throughput(engine, folder / "slow", args.eval_frames, args.questions_per_frame,
                                        args.tokens, one_by_one=True)
                 result["eval_one_by_one_questions_per_s"] = round(slow, 3)
         del engine
+    # kept under their old names: the plain path was and is fp32 in fp32 runs
+    result["plain_question_latency_s"] = result["fp32_plain_question_latency_s"]
+    result["plain_question_latency_15_masks_s"] = result["fp32_plain_question_latency_15_masks_s"]
     if args.eval_frames:
         result["eval_speedup"] = round(result["eval_questions_per_s"] / result["eval_one_by_one_questions_per_s"], 2)
-    # Same random weights in both variants: the reuse paths and the weight layout must not change the answer.
-    result["answers_match_plain"] = answers["plain"] == answers["optimized"]
-    result["latency_speedup"] = round(result["plain_question_latency_s"] / result["question_latency_s"], 2)
+    # Same random weights in both variants: in fp32 the reuse paths and the weight layout must not change
+    # the answer; in fp16w/int8 a changed answer on random weights is possible (near-tied logits).
+    result["answers_match_plain"] = answers["fp32 plain"] == answers["optimized"]
+    result["latency_speedup"] = round(result["fp32_plain_question_latency_s"] / result["question_latency_s"], 2)
+    result["speedup_vs_fp32_plain"] = result["latency_speedup"] if result["accuracy_preserving"] else None
     if args.ablation:
         result["ablation"] = ablation(args, folder)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    print(f"SmolRGPT inference benchmark: {args.preset}, {args.precision}, {device} "
+    print(f"SmolRGPT inference benchmark: {args.preset}, {precision}, {device} "
           f"({result['threads']} threads, {result['machine']})")
     print(f"machine: fp32 matmul {gflops:.1f} GFLOP/s, memory read {gbs:.1f} GB/s")
     print(f"{'variant':<12}{'1 question (2 masks) s':>24}{'15 masks s':>12}")
@@ -257,14 +313,21 @@ def run(args) -> dict:
     print(f"breakdown (optimized): preprocess {result['preprocess_s']:.3f} s, vision {result['vision_s']:.3f} s, "
           f"refine+pool {result['refiner_pool_s']:.3f} s, prefill {result['prefill_s']:.3f} s, "
           f"decode {result['decode_tokens_per_s']:.1f} tokens/s")
-    layout = result["weight_layout"] + ("" if result["weight_layout"] == "quantised" else "-major")
-    print(f"language-model weights: {layout}; answers match the plain path: "
-          f"{result['answers_match_plain']}")
+    layout = result["weight_layout"] + ("-major" if result["weight_layout"] in ("row", "column") else "")
+    print(f"language-model weights: {layout}; answers match the plain fp32 path: {result['answers_match_plain']}; "
+          f"speedup vs plain fp32 {result['latency_speedup']:.2f}x (accuracy-preserving mode: "
+          f"{result['accuracy_preserving']})")
     print(f"utilisation: prefill FLOP {result['prefill_flop_utilization']:.2f}, "
-          f"decode bandwidth {result['decode_bandwidth_utilization']:.2f}")
+          f"decode bandwidth {result['decode_bandwidth_utilization']:.2f} ({result['decode_gb_per_token']} GB/token)")
     if args.eval_frames:
         print(f"evaluation: {result['eval_questions_per_s']:.3f} questions/s through predict vs "
-              f"{result['eval_one_by_one_questions_per_s']:.3f} one by one ({result['eval_speedup']:.2f}x)")
+              f"{result['eval_one_by_one_questions_per_s']:.3f} one by one on the plain fp32 path "
+              f"({result['eval_speedup']:.2f}x)")
+    if args.batched:
+        print(f"{'batched decode rows':<22}{'steps/s':>10}{'tokens/s':>10}{'GB/s':>8}{'of bound':>10}")
+        for n, row in result["batched_decode"].items():
+            print(f"{n:<22}{row['steps_per_s']:>10}{row['tokens_per_s']:>10}{row['gbs']:>8}"
+                  f"{row['bandwidth_utilization']:>10}")
     if args.ablation:
         print(f"{'evaluation, one optimisation at a time':<40}{'questions/s':>12}{'vs previous':>13}{'vs first':>10}")
         for row in result["ablation"]:
@@ -277,7 +340,7 @@ def run(args) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="smolrgpt-tiny")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "int8", "bf16"))
+    parser.add_argument("--precision", default="fp32", choices=("auto", "fp32", "fp16w", "int8", "bf16"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--tokens", type=int, default=20, help="answer length (forced)")
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats per measurement (best is kept)")
@@ -285,6 +348,8 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-frames", type=int, default=3, help="frames of the evaluation split (0: skip)")
     parser.add_argument("--questions-per-frame", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--no-batched", dest="batched", action="store_false",
+                        help="skip the batched-decode measurement (1, 2, 4 and 8 rows)")
     parser.add_argument("--ablation", action="store_true",
                         help="also time the evaluation split with the optimisations added one at a time")
     args = parser.parse_args(argv)

@@ -1,5 +1,6 @@
-"""Column-major language-model weights: same values and answers, tied weights stay tied, and the
-automatic choice follows the measured speed."""
+"""Inference precision: column-major fp32 weights (same values and answers, tied weights stay tied, the
+automatic layout follows the measured speed), fp16 and int8 weight-only layers against plain references,
+and which mode `auto` picks."""
 import pytest
 import torch
 
@@ -75,3 +76,70 @@ def test_speedup_probe_measures_both_layouts():
     ratio = precision.column_major_speedup((((64, 32), 3), ((32, 64), 1)), probe_bytes=2**20)
     assert 0.1 < ratio < 10
     assert precision.column_major_speedup.cache_info().currsize == 1
+
+
+def _reference_int8(weight, bias, x):
+    """Weight-only int8 as stated: per output channel, scale = max |w| / 127, q = round(w / scale) in
+    [-127, 127], y = x @ (q * scale).T + b, all in fp32."""
+    scale = weight.abs().max(dim=1).values / 127
+    q = torch.clamp(torch.round(weight / scale[:, None]), -127, 127)
+    return x @ (q * scale[:, None]).T + bias, q, scale
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16, 40])  # the int8 kernel up to 16 rows, the dequantised weight above
+def test_int8_weight_only_matches_a_plain_reference(rows):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 40)
+    x = torch.randn(2, rows, 96)
+    expected, q, scale = _reference_int8(linear.weight.detach(), linear.bias.detach(), x)
+    layer = precision.Int8WeightLinear(linear)
+    assert layer.weight_int8.dtype == torch.int8 and torch.equal(layer.weight_int8.float(), q)
+    torch.testing.assert_close(layer.scales, scale)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+    error = (layer(x) - linear(x)).abs().max()
+    assert 0 < error < 0.05  # int8 is not fp32: the weights really are rounded
+
+
+def test_fp16_weights_match_a_plain_reference():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 40)
+    x = torch.randn(3, 5, 96)
+    expected = x @ linear.weight.detach().half().float().T + linear.bias.detach()  # fp16 weights, fp32 math
+    layer = precision.Fp16WeightLinear(linear)
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+    assert (layer(x) - linear(x)).abs().max() > 0
+
+
+def test_auto_picks_only_accuracy_preserving_modes(monkeypatch):
+    assert precision.resolve_precision("auto", "cpu") == "fp16w"
+    monkeypatch.setitem(precision.ACCURACY_PRESERVING, "fp16w", False)
+    monkeypatch.setitem(precision.ACCURACY_PRESERVING, "int8", True)
+    assert precision.resolve_precision("auto", "cpu") == "fp32"  # int8 passes but is slower than fp32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert precision.resolve_precision("auto", "cuda") == "fp32"  # bf16 not yet measured on a GPU
+    monkeypatch.setitem(precision.ACCURACY_PRESERVING, "bf16", True)
+    assert precision.resolve_precision("auto", "cuda") == "bf16"
+
+
+def test_auto_keeps_fp32_for_weights_that_fit_in_the_caches(tiny_model, monkeypatch):
+    import copy
+
+    small = apply_precision(copy.deepcopy(tiny_model), "auto", "cpu")
+    assert small.inference_precision == "fp32"
+    assert type(small.language_model.lm_head) is torch.nn.Linear
+    monkeypatch.setattr(precision, "LAYOUT_MIN_BYTES", 0)  # as if the weights were large
+    large = apply_precision(tiny_model, "auto", "cpu")
+    assert large.inference_precision == "fp16w"
+    assert isinstance(large.language_model.lm_head, precision.Fp16WeightLinear)
+
+
+def test_reduced_modes_convert_only_the_language_model(tiny_model):
+    _tie_head(tiny_model)
+    apply_precision(tiny_model, "fp16w", "cpu")
+    lm = tiny_model.language_model
+    assert tiny_model.inference_precision == "fp16w"
+    assert not any(isinstance(m, torch.nn.Linear) for m in lm.modules())
+    assert isinstance(lm.get_input_embeddings().weight, torch.nn.Parameter)  # the tied table stays
+    kept = [m for name in ("vision_tower", "rgb_connector", "depth_connector")
+            for m in getattr(tiny_model, name).modules() if isinstance(m, torch.nn.Linear)]
+    assert kept and all(m.weight.dtype == torch.float32 for m in kept)  # vision and connectors stay fp32

@@ -115,7 +115,8 @@ class SmolRGPT:
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str = "cpu", precision: str = "fp32", **kwargs):
-        """precision: fp32, int8 (CPU), bf16 (GPU) or auto (the fastest for the device)."""
+        """precision: fp32, fp16w or int8 (fewer bytes per language-model weight, fp32 math; CPU), bf16
+        (GPU), or auto: the fastest mode the accuracy gate passed (modeling/precision.py)."""
         from smolrgpt.modeling.checkpoint import load_checkpoint
         from smolrgpt.modeling.precision import apply_precision
 

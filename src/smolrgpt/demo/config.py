@@ -77,7 +77,8 @@ def validate(config: DemoConfig) -> DemoConfig:
          "budget.stage1_share + budget.stage2_share must be below 1 (stage 3 gets the rest)"),
         (b.min_steps > 0, "budget.min_steps must be positive"),
         (config.eval.batch_size > 0 and config.eval.max_new_tokens > 0, "eval: sizes must be positive"),
-        (config.eval.precision in ("fp32", "int8", "bf16", "auto"), "eval.precision: fp32, int8, bf16 or auto"),
+        (config.eval.precision in ("fp32", "fp16w", "int8", "bf16", "auto"),
+         "eval.precision: fp32, fp16w, int8, bf16 or auto"),
     ]
     for ok, message in checks:
         if not ok:

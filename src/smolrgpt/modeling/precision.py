@@ -1,8 +1,22 @@
-"""Inference precision per device: fp32, int8 weights (CPU) or bf16 (GPU), chosen automatically.
+"""Inference precision per device: fp32, fp16 or int8 weights with fp32 math (CPU), bf16 (GPU).
 
-This CPU class (AVX2, no bf16 instructions) runs bf16 matrix products 5-70x slower than fp32, while
-fbgemm's int8 kernels are its fast path; on GPUs bf16 is. `auto` picks int8 on CPU and bf16 on a GPU
-that supports it.
+Decoding is bandwidth-bound (each token reads every language-model weight once), vision and prefill are
+compute-bound. So the reduced-precision CPU modes store only the language model's linear weights in fewer
+bytes and keep activations, accumulation, the vision tower and the connectors in fp32:
+- `fp16w`: fp16 weights through fbgemm's fp16 GEMM (`quantized::linear_dynamic_fp16`; activations stay
+  fp32, only the weights are rounded, to 11 significant bits). Half the bytes per token, and fbgemm's
+  kernel also runs 2-8-row batches and prefill no slower than MKL's fp32 (benchmarks/inference.py).
+- `int8`: weight-only int8, one symmetric scale per output channel, through ATen's int8-packed matmul
+  (`torch._weight_int8pack_mm`, what torchao's int8 weight-only quantisation lowers to). A quarter of the
+  bytes, but on torch 2.13's CPU build that kernel computes about 0.5 GMAC/s, several times slower than
+  fp32 even at batch 1, and it changed 22 of 32 greedy answers of the real SmolLM2-135M, so `auto` never
+  picks it. Layers that see more than INT8_PACKED_ROWS rows at once (prefill) multiply with the
+  dequantised weight instead.
+The old int8 mode (torch.ao dynamic quantisation, deprecated, and it quantised activations too, which
+changed 7 of 8 greedy answers of the real SmolLM2-135M) is gone; `int8` now names the weight-only mode.
+
+`auto` picks, per device, the fastest mode that the accuracy gate (benchmarks/precision_accuracy.py)
+found accuracy-preserving: `ACCURACY_PRESERVING` records its verdicts, docs/performance.md the numbers.
 
 In fp32 on a CPU, batch-1 decoding streams every language-model weight once per token. This CPU's BLAS
 streams a weight stored column-major ([out, in] with strides (1, out): `x @ W.T` becomes a row-major
@@ -15,71 +29,158 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-PRECISIONS = ("auto", "fp32", "int8", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16w", "int8", "bf16")
 WEIGHT_LAYOUTS = ("auto", "row", "column")
 # Below this many bytes of language-model weights the weights stay in the CPU caches between tokens and
-# decoding is not limited by memory reads, so the layout is left alone.
+# decoding is not limited by memory reads, so the layout is left alone and auto keeps fp32 weights.
 LAYOUT_MIN_BYTES = 64 * 2**20
+# The accuracy gate's verdicts: >= 99% of normalized answers equal to fp32's and the Track 3 score within
+# 0.5 points on a trained checkpoint, and identical greedy answers on the real SmolLM2-135M
+# (benchmarks/precision_accuracy.py; numbers in docs/performance.md). fp16w: identical on both; int8: 99.7%
+# identical on the demo checkpoint but 10 of 32 identical answers on SmolLM2-135M. bf16 stays False until
+# benchmarks/gpu_check.py has measured its agreement with fp32 on a GPU.
+ACCURACY_PRESERVING = {"fp32": True, "fp16w": True, "int8": False, "bf16": False}
+# Fastest first, as measured by benchmarks/inference.py (int8 is slowest on a CPU: see above).
+SPEED_ORDER = {"cpu": ("fp16w", "fp32", "int8"), "cuda": ("bf16", "fp32")}
+# int8 layers multiply up to this many rows with the int8 kernel (decode steps, batches of up to 8 rows
+# and a little more); larger inputs (prefill) use the dequantised weight, where compute, not bytes, counts.
+INT8_PACKED_ROWS = 16
+
+log = logging.getLogger(__name__)
+
+
+def supported(precision: str, device: str | torch.device) -> bool:
+    """Whether `precision` (not auto) runs on `device`: fp16w and int8 on CPUs, bf16 on bf16 GPUs."""
+    kind = torch.device(device).type
+    if precision == "fp16w":
+        return kind == "cpu" and "fbgemm" in torch.backends.quantized.supported_engines
+    if precision == "int8":
+        return kind == "cpu"
+    if precision == "bf16":
+        return kind == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "fp32"
 
 
 def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """The mode to run: `precision` itself, or for auto the fastest accuracy-preserving mode the device
+    supports (logged, so a user can see which one it picked)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
         return precision
-    device = torch.device(device)
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "int8" if device.type == "cpu" else "fp32"
+    kind = torch.device(device).type
+    for mode in SPEED_ORDER.get(kind, ("fp32",)):
+        if ACCURACY_PRESERVING[mode] and supported(mode, device):
+            log.info("precision=auto picked %s on %s", mode, kind)
+            return mode
+    return "fp32"
 
 
 def apply_precision(model: nn.Module, precision: str, device: str | torch.device,
                     weight_layout: str = "auto") -> nn.Module:
-    """Convert an eval-mode model in place (returns it). int8 = dynamic quantisation of every Linear
-    layer: weights stored as int8 with per-channel scales, activations quantised on the fly.
+    """Convert an eval-mode model in place (returns it); `model.inference_precision` names the mode run.
+    fp16w / int8: the language model's nn.Linear layers (the output head included; the input embedding
+    stays a float table) get fp16 / per-channel int8 weights, everything else stays fp32.
     weight_layout (fp32 on a CPU): "column" stores the language model's linear weights column-major,
     "row" leaves them, "auto" picks the faster on the running CPU (`column_major_speedup`)."""
     resolved = resolve_precision(precision, device)
+    if precision == "auto" and resolved == "fp16w" and _linear_bytes(model.language_model) < LAYOUT_MIN_BYTES:
+        # weights that stay in the CPU caches are not read from memory: fewer bytes gain nothing there, and
+        # fbgemm's fp16 kernel is slower than fp32 on such small matrices (the tiny demo model: 2.2 against
+        # 2.6 questions/s in benchmarks/precision_accuracy.py)
+        resolved = "fp32"
+        log.info("precision=auto: the language model's weights fit in the caches; fp32")
     if weight_layout not in WEIGHT_LAYOUTS:
         raise ValueError(f"weight_layout must be one of {WEIGHT_LAYOUTS}, got {weight_layout!r}")
     cpu_fp32 = resolved == "fp32" and torch.device(device).type == "cpu"
     if weight_layout == "column" and not cpu_fp32:
         raise ValueError(f"weight_layout='column' is a CPU fp32 option; this is {resolved} on {device}")
+    if resolved == "bf16" and torch.device(device).type == "cpu":
+        raise ValueError("bf16 on this CPU is slower than fp32 by 5-70x; use fp32 or fp16w")
+    if resolved in ("fp16w", "int8") and not supported(resolved, device):
+        raise ValueError(f"precision {resolved} runs on CPUs (fp16w needs fbgemm, i.e. x86); "
+                         f"use bf16 or fp32 on {device}")
+    model.inference_precision = resolved
     if cpu_fp32 and weight_layout != "row":
         shapes = linear_shapes(model.language_model)
         mix = tuple(sorted((shape, shapes.count(shape)) for shape in set(shapes)))
-        if weight_layout == "column" or (sum(4 * o * i for o, i in shapes) >= LAYOUT_MIN_BYTES
+        if weight_layout == "column" or (_linear_bytes(model.language_model) >= LAYOUT_MIN_BYTES
                                          and column_major_speedup(mix) >= 1.1):
             to_column_major(model.language_model)
-        return model
-    if resolved == "bf16":
-        if torch.device(device).type == "cpu":
-            raise ValueError("bf16 on this CPU is slower than fp32 by 5-70x; use fp32 or int8")
-        return model.to(dtype=torch.bfloat16)
-    if resolved == "int8":
-        if torch.device(device).type != "cpu":
-            raise ValueError("int8 dynamic quantisation runs on the CPU only; use bf16 on GPUs")
-        from torch.ao.quantization import quantize_dynamic
-        from torch.ao.quantization.qconfig import per_channel_dynamic_qconfig
-
-        torch.backends.quantized.engine = "fbgemm" if "fbgemm" in torch.backends.quantized.supported_engines \
-            else torch.backends.quantized.engine
-        # Untie the output head first: quantize_dynamic swaps Linear modules, and the embedding must stay
-        # a float lookup table.
-        lm = model.language_model
-        if lm.lm_head.weight is lm.get_input_embeddings().weight:
-            lm.lm_head.weight = nn.Parameter(lm.lm_head.weight.detach().clone(), requires_grad=False)
-        for name in ("vision_tower", "rgb_connector", "depth_connector", "language_model"):
-            # in place: a copy would hold the fp32 and int8 weights at once (peak memory x1.25+)
-            quantize_dynamic(getattr(model, name), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
-                             inplace=True)
+    elif resolved == "bf16":
+        model.to(dtype=torch.bfloat16)
+    elif resolved in ("fp16w", "int8"):
+        replace_linears(model.language_model, Fp16WeightLinear if resolved == "fp16w" else Int8WeightLinear)
     return model
+
+
+@torch.no_grad()
+def replace_linears(module: nn.Module, kind) -> nn.Module:
+    """Swap every nn.Linear under `module` for `kind(linear)`, one at a time (the float weight is freed
+    as it goes unless another module, such as a tied input embedding, still holds it)."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, kind(child))
+                del child
+                _return_freed_memory()
+    return module
+
+
+class Fp16WeightLinear(nn.Module):
+    """nn.Linear with fp16 weights packed for fbgemm's fp16 GEMM; inputs, outputs and accumulation fp32."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        bias = None if linear.bias is None else linear.bias.detach().float()
+        self.packed = torch.ops.quantized.linear_prepack_fp16(linear.weight.detach().float(), bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+
+
+def quantize_int8_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 [out, in], fp32 scales [out]): symmetric, one scale per output channel (its largest |w| /
+    127), so that int8 * scale reproduces each weight within half a step."""
+    weight = weight.detach().float()
+    scales = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    return torch.round(weight / scales[:, None]).clamp(-127, 127).to(torch.int8), scales
+
+
+class Int8WeightLinear(nn.Module):
+    """nn.Linear with per-output-channel int8 weights; inputs, outputs and accumulation in the input's
+    float type."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight, scales = quantize_int8_per_channel(linear.weight)
+        self.register_buffer("weight_int8", weight)
+        self.register_buffer("scales", scales)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        if rows.shape[0] <= INT8_PACKED_ROWS:
+            out = torch._weight_int8pack_mm(rows.contiguous(), self.weight_int8, self.scales.to(x.dtype))
+        else:
+            out = F.linear(rows, self.weight_int8.to(x.dtype) * self.scales.to(x.dtype)[:, None])
+        if self.bias is not None:
+            out = out + self.bias.to(x.dtype)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+def _linear_bytes(module: nn.Module) -> int:
+    """Bytes of the distinct nn.Linear weights of `module` in fp32."""
+    return sum(4 * o * i for o, i in linear_shapes(module))
 
 
 def linear_shapes(module: nn.Module) -> list[tuple[int, int]]:
