@@ -130,6 +130,8 @@ ASK_JSON = {
     "max_new_tokens_negative": (ask(max_new_tokens=-1), 422, "max_new_tokens"),
     "max_new_tokens_huge": (ask(max_new_tokens=100_000_000), 422, "max_new_tokens must be at most 512"),
     "max_new_tokens_text": (ask(max_new_tokens="many"), 422, "max_new_tokens"),
+    "max_new_tokens_boolean": (ask(max_new_tokens=True), 422,
+                               "max_new_tokens: Input should be a valid integer, not a boolean"),
     "id_too_long": (ask(id="x" * 300), 422, "id"),
     "unknown_frame_id": ({"question": "Q?", "frame_id": "f-nope"}, 404, "unknown frame_id 'f-nope'"),
     "frame_id_and_image": ({"question": "Q?", "frame_id": "f-nope", "image": IMG}, 422,

@@ -29,7 +29,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 
 from smolrgpt.data.sample import MASK_TAG
@@ -63,6 +64,14 @@ class AskBody(FrameFields):
     frame_id: str | None = Field(None, description="a frame uploaded with POST /v1/frames, instead of image/depth")
     max_new_tokens: int | None = Field(None, ge=1, description="answer length limit in tokens")
     id: str | None = Field(None, max_length=200, description="echoed back in the answer")
+
+    @field_validator("max_new_tokens", mode="before")
+    @classmethod
+    def _no_boolean_length(cls, value):
+        # pydantic's lax mode reads JSON true as 1; form fields still arrive as digit strings
+        if isinstance(value, bool):
+            raise PydanticCustomError("int_type", "Input should be a valid integer, not a boolean")
+        return value
 
 
 class AskResponse(BaseModel):
