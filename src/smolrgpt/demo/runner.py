@@ -207,9 +207,13 @@ class Demo:
 
     def seconds_per_answer(self) -> tuple[float, int]:
         """(seconds per validation answer, validation questions): one batch answered by the untrained
-        model, which never stops early, so the estimate errs long."""
+        model, which never stops early, so the estimate errs long. When stage 3 trains short answers,
+        the batch is answered to the longest such answer's length (plus its end token), not to
+        `eval.max_new_tokens`: with 64 tokens the estimate was 20x the trained model's real time, and
+        on a busy machine it ate the whole training budget."""
         from smolrgpt.data import open_dataset
         from smolrgpt.training.config import ModelSection
+        from smolrgpt.training.data import with_normalized_answers
         from smolrgpt.training.evaluate import generate_answers
         from smolrgpt.training.trainer import build_initial_model
         import torch
@@ -219,10 +223,15 @@ class Demo:
         model, processor = build_initial_model(ModelSection(init=self.config.model.init,
                                                             language=self.config.model.language), 512)
         model.eval()
+        tokens = e.max_new_tokens
+        if self.stage_config(3, Path("unused")).data.answer_target == "normalized":
+            answers = [s.turns[0][1] for s in with_normalized_answers(samples)]
+            longest = max(len(processor.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
+            tokens = min(tokens, longest + 1)
         batch = samples[: e.batch_size]
         t0 = time.perf_counter()
         with torch.no_grad():
-            generate_answers(model, processor, batch, e.batch_size, e.max_new_tokens, torch.device("cpu"))
+            generate_answers(model, processor, batch, e.batch_size, tokens, torch.device("cpu"))
         return (time.perf_counter() - t0) / max(len(batch), 1), len(samples)
 
     def train_stage(self, stage: int) -> dict:
