@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from smolrgpt.modeling.config import SmolRGPTConfig
-from smolrgpt.modeling.geometry import MAX_SLOTS, SLOT_VALUE, code_width, geometry_code
+from smolrgpt.modeling.extensions.geometry import MAX_SLOTS, SLOT_VALUE, code_width, geometry_code
 from smolrgpt.modeling.model import InputMismatchError, SmolRGPTForConditionalGeneration
 from smolrgpt.modeling.region import LayerNorm2d, Refiner, mask_pool, pool_refined
 from smolrgpt.modeling.stages import parameter_summary, set_trainable
