@@ -118,15 +118,23 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         for extension in extensions:
             self.add_module(extension.attribute, extension)
         self.post_init()
-        # A randomly initialised encoder: SigLIP's own init gives each patch position a random vector about
-        # 4x weaker than the patch content, and a linear probe then recovers a region's image x from its
-        # pooled region vector with R^2 0.36 only (left/right answers stay at chance). A 2-D sin-cos table
-        # (MAE-style) makes position a smooth, strong signal from the first step. Pretrained or saved
-        # weights replace it when they are loaded (from_pretrained builds first, then loads).
-        embeddings = next(m for m in self.vision_tower.modules() if hasattr(m, "position_embedding"))
-        table = sincos_position_table(embeddings.num_patches, embeddings.embed_dim)
-        with torch.no_grad():
-            embeddings.position_embedding.weight.copy_(table.to(embeddings.position_embedding.weight.dtype))
+
+    @classmethod
+    def from_scratch(cls, config: SmolRGPTConfig, sincos_positions: bool = True) -> "SmolRGPTForConditionalGeneration":
+        """A new model with random weights (`smolrgpt init`, the presets' training start, tests).
+
+        `sincos_positions`: the encoder's position table starts as a 2-D sin-cos table instead of SigLIP's
+        random init, whose position vectors are about 4x weaker than the patch content (a linear probe then
+        recovered a region's image x from its pooled vector with R^2 0.36 only, and left/right stayed at
+        chance); sin-cos (MAE-style) makes position a smooth, strong signal from the first step. Weights
+        loaded afterwards (a pretrained encoder, a checkpoint) replace it."""
+        model = cls(config)
+        if sincos_positions:
+            embeddings = next(m for m in model.vision_tower.modules() if hasattr(m, "position_embedding"))
+            table = sincos_position_table(embeddings.num_patches, embeddings.embed_dim)
+            with torch.no_grad():
+                embeddings.position_embedding.weight.copy_(table.to(embeddings.position_embedding.weight.dtype))
+        return model
 
     # -- embeddings plumbing expected by transformers -------------------------------------------------
     def get_input_embeddings(self):
