@@ -52,7 +52,7 @@ def test_the_registry_names_each_extension_once_in_its_order():
 
 
 def test_the_paper_model_has_no_extension_and_splices_the_pooled_vectors(paper_model):
-    assert paper_model.config.region_extensions == [] and paper_model.region_extensions == ()
+    assert paper_model.config.region_extensions == [] and paper_model.region_extension_attributes == ()
     assert not [name for name, _ in paper_model.named_children() if name.startswith("region_")]
     rgb, depth = torch.randn(3, 128), torch.randn(3, 128)
     masks, index = torch.rand(3, 16, 16), torch.tensor([0, 0, 1])
@@ -80,7 +80,8 @@ def test_a_checkpoint_with_the_boolean_options_loads_into_the_extension_list(tmp
                                                      model.region_vectors(frames, masks, index)))
     # an option switched off leaves its extension out
     _old_checkpoint(tmp_path / "no_geometry", tiny_processor, region_geometry=False)
-    assert load_checkpoint(tmp_path / "no_geometry")[0].region_extensions == ("region_contents", "region_comparisons")
+    no_geometry = load_checkpoint(tmp_path / "no_geometry")[0]
+    assert no_geometry.region_extension_attributes == ("region_contents", "region_comparisons")
 
 
 @pytest.mark.parametrize("option", ["region_relations", "region_groups"])

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from huggingface_hub.errors import StrictDataclassClassValidationError
 
 from smolrgpt.modeling.config import SmolRGPTConfig
 from smolrgpt.modeling.extensions.geometry import (BOX_FREQUENCIES, CENTROID_FREQUENCIES, MAX_SLOTS, SLOT_VALUE,
@@ -91,9 +90,9 @@ def test_models_built_for_training_keep_the_presets_options():
 
     model, _ = build_initial_model(ModelSection(init="preset:smolrgpt-tiny"), max_length=128)
     assert model.config.region_extensions == ["contents", "comparisons", "geometry"]
-    assert model.region_extensions == ("region_contents", "region_comparisons", "region_geometry")
+    assert model.region_extension_attributes == ("region_contents", "region_comparisons", "region_geometry")
     model, _ = build_from_backbones(preset="smolrgpt-tiny", region_extensions=["contents"])
     assert model.config.region_extensions == ["contents"] and not hasattr(model, "region_geometry")
     model, _ = build_from_backbones(preset="smolrgpt-135m")  # the paper's architecture: none
-    assert model.config.region_extensions == [] and model.region_extensions == ()
+    assert model.config.region_extensions == [] and model.region_extension_attributes == ()
     assert not any(name.startswith("region_") for name, _ in model.named_children())

@@ -140,10 +140,10 @@ def test_the_engine_adds_what_training_adds(tiny_processor, option):
         frames = model.encode_frames(inputs["pixel_values"], inputs["depth_values"])
         masks, index = inputs["region_masks"], inputs["region_sample_index"]
         with_layer, layer = model.region_vectors(frames, masks, index)[0], getattr(model, option)
-        applied = model.region_extensions
-        model.region_extensions = tuple(name for name in applied if name != option)
+        applied = model.region_extension_attributes
+        model.region_extension_attributes = tuple(name for name in applied if name != option)
         without = model.region_vectors(frames, masks, index)[0]
-        model.region_extensions = applied
+        model.region_extension_attributes = applied
     answer = engine.ask_batch([Question(frame, question, [Region("box", b) for b in boxes])], normalize=False)[0]
     assert answer.text == tiny_processor.decode(tokens[0])
     assert (with_layer - without)[0].abs().max() > 0.1  # the buffer's vectors change: the layer is covered

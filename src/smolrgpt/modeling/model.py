@@ -114,7 +114,7 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         # each extension is a top-level module under its own attribute, so its state-dict keys are
         # `<attribute>.*` (as when they were switched by booleans)
         extensions = build_extensions(config)
-        self.region_extensions = tuple(extension.attribute for extension in extensions)
+        self.region_extension_attributes = tuple(extension.attribute for extension in extensions)
         for extension in extensions:
             self.add_module(extension.attribute, extension)
         self.post_init()
@@ -188,7 +188,7 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         as they are; a model with `config.region_extensions` passes them through each extension
         (modeling/extensions/), in the registry's order. Training and the inference engine both finish
         region vectors here."""
-        for attribute in self.region_extensions:
+        for attribute in self.region_extension_attributes:
             rgb, depth = getattr(self, attribute)(rgb, depth, region_masks, region_sample_index, self)
         return rgb, depth
 
