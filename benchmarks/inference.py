@@ -93,7 +93,7 @@ def build_engine(preset: str, precision: str, device: str, weight_layout: str = 
 
     torch.manual_seed(0)
     config = SmolRGPTConfig.from_preset(preset)
-    model = SmolRGPTForConditionalGeneration(config).eval().to(device)
+    model = SmolRGPTForConditionalGeneration.from_scratch(config).eval().to(device)
     processor = SmolRGPTProcessor.for_model(tokenizer_for_preset(preset), config)
     model = apply_precision(model, precision, device, weight_layout=weight_layout)
     engine = SmolRGPT(model, processor, device=device, **engine_kwargs)

@@ -80,7 +80,7 @@ def resolve_model(name: str, workdir: Path) -> Path:
 
     torch.manual_seed(0)
     config = SmolRGPTConfig.from_preset("smolrgpt-tiny")
-    model = SmolRGPTForConditionalGeneration(config).eval()
+    model = SmolRGPTForConditionalGeneration.from_scratch(config).eval()
     with torch.no_grad():
         for p in model.language_model.parameters():
             if p.dim() == 2:

@@ -51,7 +51,7 @@ def build(preset: str):
     overrides = {} if preset == "smolrgpt-tiny" else smolrgpt_token_ids(tokenizer)
     config = SmolRGPTConfig.from_preset(preset, **overrides)
     torch.manual_seed(0)
-    model = SmolRGPTForConditionalGeneration(config)
+    model = SmolRGPTForConditionalGeneration.from_scratch(config)
     return model, SmolRGPTProcessor.for_model(tokenizer, config), note
 
 

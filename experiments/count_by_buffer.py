@@ -5,7 +5,7 @@ whether the predicted number is the asked buffer's count, another buffer's count
         --predictions EVAL/predictions.jsonl
 
 A buffer's count is the number of the question's pallets whose mask lies at least THRESHOLD on or within one
-cell of the buffer's on the model's 64x64 mask grid (`modeling/geometry.overlap_shares`); the line
+cell of the buffer's on the model's 64x64 mask grid (`modeling/extensions/geometry.overlap_shares`); the line
 `truth among buffer counts` says how often that reproduces the true answer. Buffers are the masks named
 before the word "pallet" in the question, pallets the masks after it up to the question itself ("how
 many ..."), as the synthetic and Track 3 count questions phrase them; a question phrased otherwise is refused.
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from smolrgpt.data import open_dataset
-    from smolrgpt.modeling.geometry import overlap_shares
+    from smolrgpt.modeling.extensions.geometry import overlap_shares
     from smolrgpt.processing.regions import region_to_grid
 
     predicted = {}

@@ -3,14 +3,11 @@
 Trains the demo's stage 3 on one category of a finished `smolrgpt demo` folder, with the pooled region
 vectors either as the model computes them (`--oracle none`) or replaced by an oracle code of each mask's
 true image x (`x`), optionally with a one-hot of the mask's 0-based index in the question (`x+index`), or
-by the model's own region geometry code (modeling/geometry.py) in their place (`geometry-only`) or added
-to them (`geometry`, the `region_geometry` option, switched on for a starting checkpoint without it;
-`geometry+relations` also switches on `region_relations`; `contents` starts from a copy of the checkpoint
-with the learned `region_contents` layer added, its output at zero, and the vectors as the model computes
-them; `contents+comparisons` adds the `region_comparisons` layer too, or alone where the checkpoint has
-contents already; `groups` also switches on `region_groups`, the comparisons layer's same-group sum;
-`group-extremes` adds to the model's own vectors flags computed outside it: whether the mask is the
-leftmost, the rightmost or the middle one by centroid x of its group of masks, as the question lists them).
+by the model's own region geometry code (modeling/extensions/geometry.py) in their place (`geometry-only`) or added
+to them (`geometry`: a copy of the starting checkpoint with the "geometry" region extension added;
+`contents` starts from a copy of the checkpoint with the learned "contents" extension added, its output at
+zero, and the vectors as the model computes them; `contents+comparisons` adds the "comparisons" extension
+too, or alone where the checkpoint has contents already).
 `--asked-buffer-only` (count) keeps, of each count question's buffer masks, only the buffer the question
 asks about (named in the record's answer), in the training and validation questions alike: the choice of
 buffer is made for the model, and what is left is reading how many pallets stand in it.
@@ -27,10 +24,8 @@ epoch and no lead-in; extra KEY=VALUE arguments are training-config overrides (a
 Decision: kept as a reproducible diagnostic for the results in docs/research.md ("The language model
 is the bottleneck", "Region geometry code", "Lead-in", "Contents layer", "Comparisons layer", "Count: the
 choice of buffer"). What it showed was adopted into the product with tests: the region geometry code
-(`region_geometry`, tests/test_geometry.py), the stage-3 lead-in (`data.lead_in`, tests/test_lead_in.py) and
-the region contents and comparisons layers (tests/test_region_layers.py). The oracles `geometry+relations`
-and `groups` exist only for the options `region_relations` and `region_groups` (which did not help), and
-`group-extremes` reads the mask groups of `region_groups`; they go when those options are removed.
+(the "geometry" extension, tests/test_geometry.py), the stage-3 lead-in (`data.lead_in`, tests/test_lead_in.py) and
+the region contents and comparisons layers (tests/test_region_layers.py).
 """
 from __future__ import annotations
 
@@ -45,13 +40,11 @@ from pathlib import Path
 
 import torch
 
-from smolrgpt.modeling.geometry import region_slots
+from smolrgpt.modeling.extensions.geometry import RegionGeometry, region_slots
 
-ORACLES = ("none", "x", "x+index", "geometry-only", "geometry", "geometry+relations", "contents",
-           "contents+comparisons", "groups", "group-extremes")
-# The learned layers each of those oracles adds to a copy of the starting checkpoint.
-ADDED_LAYERS = {"contents": ("region_contents",), "contents+comparisons": ("region_contents", "region_comparisons"),
-                "groups": ("region_contents", "region_comparisons", "region_groups")}
+ORACLES = ("none", "x", "x+index", "geometry-only", "geometry", "contents", "contents+comparisons")
+# The region extensions each of those oracles adds to a copy of the starting checkpoint.
+ADDED_LAYERS = {"geometry": ("geometry",), "contents": ("contents",), "contents+comparisons": ("contents", "comparisons")}
 X_FREQUENCIES = 8  # sin/cos pairs of the centroid x: 16 channels
 MAX_INDEX = 16
 
@@ -60,11 +53,10 @@ def oracle_region_vectors(mode: str):
     """A replacement for `SmolRGPTForConditionalGeneration.region_vectors` (patched on the class only in this
     diagnostic process: the library has no hook for it on purpose, since answers must come from the model)."""
 
-    def region_vectors(self, frames, masks, sample_index, *unused):  # frame_index, input_ids: not needed here
+    def region_vectors(self, frames, masks, sample_index, *unused):  # frame_index: not needed here
         if mode == "geometry-only":
-            self.config.region_geometry = True
             zero = torch.zeros(len(masks), self.config.text_config.hidden_size)
-            return self.with_region_geometry(zero, zero, masks, sample_index)
+            return RegionGeometry()(zero, zero, masks, sample_index, self)
         grid = masks.shape[-1]
         area = masks.sum((1, 2)).clamp_min(1e-6)
         x = (masks.sum(1) * torch.arange(grid, dtype=masks.dtype)).sum(1) / area / grid
@@ -81,51 +73,8 @@ def oracle_region_vectors(mode: str):
     return region_vectors
 
 
-EXTREME_VALUE = 4.0  # as the geometry code's slot one-hot
-
-
-def with_group_extremes(original):
-    """`finish_region_vectors` plus three flags per region after the geometry code: leftmost, rightmost and
-    (in a group of odd size of at least 3) middle of its mask group (`comparisons.mask_groups`) by centroid x."""
-    from smolrgpt.modeling.comparisons import mask_groups
-    from smolrgpt.modeling.geometry import code_width, mask_places
-
-    def finish_region_vectors(self, rgb, depth, masks, sample_index, input_ids=None):
-        rgb, depth = original(self, rgb, depth, masks, sample_index, input_ids)
-        groups = mask_groups(input_ids, self.config.mask_rgb_token_id)
-        x = mask_places(masks)[0][:, 0]
-        flags = torch.zeros(len(masks), 3)
-        for group in torch.unique(groups):
-            members = (groups == group).nonzero().flatten()
-            if len(members) < 2:
-                continue
-            order = members[x[members].argsort()]
-            flags[order[0], 0] = flags[order[-1], 1] = EXTREME_VALUE
-            if len(members) % 2:
-                flags[order[len(members) // 2], 2] = EXTREME_VALUE
-        code = torch.zeros_like(rgb)
-        start = code_width(self.config.region_relations)
-        code[:, start:start + 3] = flags.to(code.dtype)
-        return rgb + code, depth + code
-
-    return finish_region_vectors
-
-
-def with_geometry(original, relations: bool = False):
-    """`with_region_geometry` with the option on (and `region_relations` with `relations`), whatever the
-    starting checkpoint's config says."""
-
-    def with_region_geometry(self, *args):
-        self.config.region_geometry = True
-        if relations:
-            self.config.region_relations = True
-        return original(self, *args)
-
-    return with_region_geometry
-
-
 def with_added_layers(init: Path, out: Path, options: tuple[str, ...]) -> Path:
-    """A copy of checkpoint `init` in `out` with the config `options` on (`region_contents`, ...): a layer
+    """A copy of checkpoint `init` in `out` with the region extensions `options` added ("contents", ...): a layer
     `init` lacks is new (its output starts at zero, so the copy answers as `init` does) and everything else
     is `init`'s."""
     from smolrgpt.modeling.checkpoint import save_checkpoint
@@ -135,8 +84,7 @@ def with_added_layers(init: Path, out: Path, options: tuple[str, ...]) -> Path:
 
     if not (out / "config.json").is_file():
         config = SmolRGPTConfig.from_pretrained(init)
-        for option in options:
-            setattr(config, option, True)
+        config.region_extensions = config.region_extensions + [o for o in options if o not in config.region_extensions]
         torch.manual_seed(0)  # the new layer's random init, so that a rerun starts from the same copy
         model = SmolRGPTForConditionalGeneration.from_pretrained(init, config=config)
         save_checkpoint(model, SmolRGPTProcessor.from_pretrained(init), out)
@@ -225,13 +173,7 @@ def main(argv=None) -> int:
     for split in sizes:
         source = args.out / f"{split}.json"
         build_cache(open_dataset(source, "track3"), source, processor, args.out / f"cache_{split}")
-    if args.oracle in ("geometry", "geometry+relations"):
-        modeling.SmolRGPTForConditionalGeneration.with_region_geometry = with_geometry(
-            modeling.SmolRGPTForConditionalGeneration.with_region_geometry, relations=args.oracle != "geometry")
-    elif args.oracle == "group-extremes":
-        modeling.SmolRGPTForConditionalGeneration.finish_region_vectors = with_group_extremes(
-            modeling.SmolRGPTForConditionalGeneration.finish_region_vectors)
-    elif args.oracle in ADDED_LAYERS:
+    if args.oracle in ADDED_LAYERS:
         init = with_added_layers(init, args.out / f"init_{args.oracle}", ADDED_LAYERS[args.oracle])
     elif args.oracle != "none":
         modeling.SmolRGPTForConditionalGeneration.region_vectors = oracle_region_vectors(args.oracle)

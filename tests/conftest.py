@@ -26,9 +26,18 @@ def tiny_processor(tiny_config):
 
 @pytest.fixture()
 def tiny_model(tiny_config):
+    """The tiny preset as shipped: the paper's architecture plus its region extensions."""
     torch.manual_seed(0)
     # a copy: a test that switches a model option must not switch it for the session's other tests
-    return SmolRGPTForConditionalGeneration(copy.deepcopy(tiny_config)).eval()
+    return SmolRGPTForConditionalGeneration.from_scratch(copy.deepcopy(tiny_config)).eval()
+
+
+@pytest.fixture()
+def paper_model():
+    """The tiny preset's sizes with the paper's architecture only (no region extension)."""
+    torch.manual_seed(0)
+    config = SmolRGPTConfig.from_preset("smolrgpt-tiny", region_extensions=[])
+    return SmolRGPTForConditionalGeneration.from_scratch(config).eval()
 
 
 def liven(model):

@@ -36,7 +36,7 @@ def lively_checkpoint() -> Path:
     atexit.register(shutil.rmtree, folder, True)
     torch.manual_seed(0)
     config = SmolRGPTConfig.from_preset("smolrgpt-tiny")
-    model = liven(SmolRGPTForConditionalGeneration(config).eval())
+    model = liven(SmolRGPTForConditionalGeneration.from_scratch(config).eval())
     return save_checkpoint(model, SmolRGPTProcessor.for_model(build_tiny_tokenizer(), config), folder / "lively")
 
 

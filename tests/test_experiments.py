@@ -41,7 +41,7 @@ def test_oracle_region_vectors_code_x_and_index(tiny_model):
 
 
 def test_oracle_geometry_only_is_the_models_code_in_place_of_pooled_vectors(tiny_model):
-    from smolrgpt.modeling.geometry import geometry_code
+    from smolrgpt.modeling.extensions.geometry import geometry_code
 
     oracle = _load("oracle_regions")
     masks = torch.zeros(2, 64, 64)
@@ -53,26 +53,6 @@ def test_oracle_geometry_only_is_the_models_code_in_place_of_pooled_vectors(tiny
     code = geometry_code(masks, index, tiny_model.config.text_config.hidden_size)
     assert torch.allclose(rgb.detach(), code + table[tiny_model.config.mask_rgb_token_id], atol=1e-6)
     assert torch.allclose(depth.detach(), code + table[tiny_model.config.mask_depth_token_id], atol=1e-6)
-
-
-def test_oracle_geometry_switches_the_options_on_for_a_checkpoint_without_them(tiny_model):
-    from smolrgpt.modeling.geometry import code_width, relation_code
-
-    oracle = _load("oracle_regions")
-    tiny_model.config.region_geometry = False
-    masks = torch.zeros(2, 64, 64)
-    masks[0, 10:20, 0:8], masks[1, 20:24, 0:8] = 1, 1  # the second right below the first: related
-    index, zero = torch.tensor([0, 0]), torch.zeros(2, tiny_model.config.text_config.hidden_size)
-    plain = oracle.with_geometry(lambda self, *args: args[0])  # the original would return rgb as given
-    assert torch.equal(plain(tiny_model, zero, zero, masks, index), zero)
-    assert tiny_model.config.region_geometry and not tiny_model.config.region_relations
-    cls = type(tiny_model)
-    with_relations = oracle.with_geometry(cls.with_region_geometry, relations=True)
-    rgb, _ = with_relations(tiny_model, zero, zero, masks, index)
-    assert tiny_model.config.region_relations
-    code = (rgb - tiny_model.get_input_embeddings().weight[tiny_model.config.mask_rgb_token_id]).detach()
-    assert torch.allclose(code[:, code_width():code_width(relations=True)], relation_code(masks, index), atol=1e-6)
-    assert code[0, code_width() + 1] > 0
 
 
 def test_accuracy_by_family_groups_by_the_scene_files_family(tmp_path, capsys):
@@ -137,16 +117,17 @@ def test_distance_ceiling_probes_two_region_distances_with_and_without_the_depth
         ceiling.scene_scale(samples[0])
 
 
-@pytest.mark.parametrize("oracle_name", ["contents", "contents+comparisons"])
+@pytest.mark.parametrize("oracle_name", ["geometry", "contents", "contents+comparisons"])
 def test_oracle_layers_start_from_a_copy_with_the_layers_added(tmp_path, tiny_processor, oracle_name):
     from smolrgpt.modeling.checkpoint import load_checkpoint, save_checkpoint
     from smolrgpt.modeling.config import SmolRGPTConfig
+    from smolrgpt.modeling.extensions import EXTENSIONS
     from smolrgpt.modeling.model import SmolRGPTForConditionalGeneration
 
     oracle = _load("oracle_regions")
     torch.manual_seed(0)
     model = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset(
-        "smolrgpt-tiny", region_contents=False, region_comparisons=False))
+        "smolrgpt-tiny", region_extensions=[]))
     save_checkpoint(model, tiny_processor, tmp_path / "init")
     options = oracle.ADDED_LAYERS[oracle_name]
     copy = oracle.with_added_layers(tmp_path / "init", tmp_path / "copy", options)
@@ -154,10 +135,13 @@ def test_oracle_layers_start_from_a_copy_with_the_layers_added(tmp_path, tiny_pr
     original = model.state_dict()
     assert all(torch.equal(v, original[k]) for k, v in loaded.state_dict().items() if k in original)
     added = set()
+    assert loaded.config.region_extensions == [name for name in EXTENSIONS if name in options]
     for option in options:
-        layer = getattr(loaded, option)
-        assert getattr(loaded.config, option) and not layer.output.weight.any()
-        added |= {f"{option}.{name}" for name, _ in layer.named_parameters()}
+        attribute = EXTENSIONS[option].attribute
+        layer = getattr(loaded, attribute)
+        if option != "geometry":  # the geometry code has no parameters
+            assert not layer.output.weight.any()
+        added |= {f"{attribute}.{name}" for name, _ in layer.named_parameters()}
     assert {k for k in loaded.state_dict() if k not in original} == added
 
 
@@ -206,25 +190,3 @@ def test_oracle_asked_buffer_only_keeps_the_buffer_the_answer_names(monkeypatch)
         oracle.keep_asked_buffer(two, "train.json")
 
 
-def test_oracle_group_extremes_flag_the_ends_and_middle_of_each_mask_group(tiny_model, tiny_processor):
-    from smolrgpt.modeling.geometry import code_width
-    from smolrgpt.modeling.model import SmolRGPTForConditionalGeneration
-
-    oracle = _load("oracle_regions")
-    question = "Using the buffer masks <mask> <mask> <mask> and pallet masks <mask> <mask>, how many are in it?"
-    ids, _ = tiny_processor.prompt_arrays([(question, None)], 5, train=False)
-    masks = torch.zeros(5, 64, 64)
-    for region, column in enumerate([40, 5, 20, 50, 10]):
-        masks[region, 10:20, column:column + 5] = 1
-    vectors = torch.zeros(5, tiny_model.config.text_config.hidden_size)
-    index = torch.zeros(5, dtype=torch.long)
-    finish = SmolRGPTForConditionalGeneration.finish_region_vectors
-    with torch.no_grad():
-        plain, _ = finish(tiny_model, vectors, vectors, masks, index, torch.from_numpy(ids).long()[None])
-        got, _ = oracle.with_group_extremes(finish)(tiny_model, vectors, vectors, masks, index,
-                                                    torch.from_numpy(ids).long()[None])
-    start = code_width()
-    flags = (got - plain)[:, start:start + 3]
-    # buffers (x 40, 5, 20): rightmost, leftmost, middle; pallets (x 50, 10): rightmost, leftmost
-    assert flags.tolist() == [[0, 4, 0], [4, 0, 0], [0, 0, 4], [0, 4, 0], [4, 0, 0]]
-    assert torch.equal(got - plain, torch.nn.functional.pad(flags, (start, got.shape[1] - start - 3)))

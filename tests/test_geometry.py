@@ -4,11 +4,10 @@ import math
 
 import pytest
 import torch
-from huggingface_hub.errors import StrictDataclassClassValidationError
 
 from smolrgpt.modeling.config import SmolRGPTConfig
-from smolrgpt.modeling.geometry import (BOX_FREQUENCIES, CENTROID_FREQUENCIES, MAX_SLOTS, RELATION_VALUE,
-                                        SLOT_VALUE, code_width, geometry_code, region_slots, relation_code)
+from smolrgpt.modeling.extensions.geometry import (BOX_FREQUENCIES, CENTROID_FREQUENCIES, MAX_SLOTS, SLOT_VALUE,
+                                                   code_width, geometry_code, region_slots)
 from smolrgpt.modeling.model import FrameFeatures, SmolRGPTForConditionalGeneration
 
 
@@ -62,16 +61,19 @@ def test_a_language_model_narrower_than_the_code_is_refused():
 def test_model_adds_the_code_only_when_configured():
     torch.manual_seed(0)
     config = SmolRGPTConfig.from_preset("smolrgpt-tiny")
-    assert config.region_geometry  # the tiny preset turns it on
+    assert "geometry" in config.region_extensions  # the tiny preset turns it on
     model = SmolRGPTForConditionalGeneration(config).eval()
+    # the same weights without the extension (it has no parameters of its own: the state dicts match)
+    plain = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset("smolrgpt-tiny",
+                                                                        region_extensions=["contents", "comparisons"]))
+    plain.load_state_dict(model.state_dict(), strict=True)
     grid, hidden, tokens = config.mask_grid, config.text_config.hidden_size, config.num_image_tokens
     frames = FrameFeatures(torch.randn(2, tokens, hidden), torch.randn(2, tokens, hidden))
     masks = (torch.rand(3, grid, grid) > 0.7).float()
     index = torch.tensor([0, 1, 1])
     with torch.no_grad():
         rgb, depth = model.region_vectors(frames, masks, index)
-        model.config.region_geometry = False
-        plain_rgb, plain_depth = model.region_vectors(frames, masks, index)
+        plain_rgb, plain_depth = plain.eval().region_vectors(frames, masks, index)
     code = geometry_code(masks, index, hidden)
     table = model.get_input_embeddings().weight.detach()
     assert torch.allclose(rgb - plain_rgb, code + table[config.mask_rgb_token_id], atol=1e-5)
@@ -87,67 +89,10 @@ def test_models_built_for_training_keep_the_presets_options():
     from smolrgpt.training.trainer import build_initial_model
 
     model, _ = build_initial_model(ModelSection(init="preset:smolrgpt-tiny"), max_length=128)
-    assert model.config.region_geometry and model.config.region_contents and model.region_contents is not None
-    assert model.config.region_comparisons and model.region_comparisons is not None
-    model, _ = build_from_backbones(preset="smolrgpt-tiny", region_geometry=False)
-    assert not model.config.region_geometry
-    model, _ = build_from_backbones(preset="smolrgpt-135m")  # the paper's architecture: off
-    assert not model.config.region_geometry and model.region_contents is None and model.region_comparisons is None
-
-
-def test_relation_code_is_the_share_of_each_mask_on_or_beside_each_other_mask_of_its_row():
-    masks = torch.zeros(4, 8, 8)
-    masks[0, 5:8, :] = 1.0            # a buffer's floor, row 0 slot 0
-    masks[0, 5:7, 2:4] = 0.0          # ... hidden where the pallet stands
-    masks[1, 4:7, 2:4] = 1.0          # a pallet in it: all 6 cells on or beside the buffer
-    masks[2, 0:2, 6:8] = 1.0          # a pallet far away: none
-    masks[2, 1, 6] = 0.5              # (soft weights count by weight)
-    masks[3, 5:8, :] = 1.0            # the same buffer in another row: never related to row 0
-    index = torch.tensor([0, 0, 0, 1])
-    code = relation_code(masks, index)
-    assert code.shape == (4, MAX_SLOTS)
-    assert code[1, 0].item() == pytest.approx(RELATION_VALUE)  # pallet -> buffer
-    assert code[2].abs().sum() == 0
-    # buffer -> pallet: the buffer cells within one cell of the pallet (rows 4-7 x columns 1-4, less the
-    # hidden ones), of the buffer's 24 - 4 = 20 cells: rows 5-7 x columns 1-4 = 12, minus 4 hidden = 8
-    assert code[0, 1].item() == pytest.approx(RELATION_VALUE * 8 / 20)
-    assert code[0, 0] == 0 and code[1, 1] == 0  # never itself
-    assert code[3].abs().sum() == 0 and code[:, 3:].abs().sum() == 0
-    full = geometry_code(masks, index, 128, relations=True)
-    start = code_width()
-    assert torch.equal(full[:, start:start + MAX_SLOTS], code) and code_width(relations=True) == start + MAX_SLOTS
-    assert torch.equal(full[:, :start], geometry_code(masks, index, 128)[:, :start])  # the rest is unchanged
-    assert not full[:, start + MAX_SLOTS:].any()
-    with pytest.raises(ValueError, match=f"needs {code_width(relations=True)} channels, the language model has 90"):
-        geometry_code(masks, index, 90, relations=True)
-
-
-def test_relations_past_the_last_slot_share_it_and_empty_masks_relate_to_nothing():
-    masks = torch.zeros(MAX_SLOTS + 2, 4, 4)
-    masks[0, 0, 0] = 1.0
-    masks[MAX_SLOTS, 0, 1] = 1.0      # beside region 0, past the last slot
-    code = relation_code(masks, torch.zeros(MAX_SLOTS + 2, dtype=torch.long))
-    assert code[0, MAX_SLOTS - 1] == RELATION_VALUE and code[MAX_SLOTS, 0] == RELATION_VALUE
-    assert code[1].abs().sum() == 0  # empty
-
-
-def test_the_model_adds_relations_when_configured_and_they_need_the_geometry_code():
-    torch.manual_seed(0)
-    assert not SmolRGPTConfig.from_preset("smolrgpt-tiny").region_relations  # off in every preset
-    config = SmolRGPTConfig.from_preset("smolrgpt-tiny", region_relations=True)
-    model = SmolRGPTForConditionalGeneration(config).eval()
-    grid, hidden, tokens = config.mask_grid, config.text_config.hidden_size, config.num_image_tokens
-    frames = FrameFeatures(torch.randn(1, tokens, hidden), torch.randn(1, tokens, hidden))
-    masks = torch.zeros(2, grid, grid)
-    masks[0, 10:20, 10:20], masks[1, 20:24, 12:16] = 1.0, 1.0
-    index = torch.zeros(2, dtype=torch.long)
-    with torch.no_grad():
-        rgb, _ = model.region_vectors(frames, masks, index)
-        model.config.region_relations = False
-        plain, _ = model.region_vectors(frames, masks, index)
-    added = torch.zeros(2, hidden)
-    added[:, code_width():code_width(relations=True)] = relation_code(masks, index)
-    assert torch.allclose(rgb - plain, added, atol=1e-5) and added[1, code_width()] > 0
-    with pytest.raises(StrictDataclassClassValidationError,
-                       match="region_relations=True extends the region geometry code"):
-        SmolRGPTConfig.from_preset("smolrgpt-tiny", region_geometry=False, region_relations=True)
+    assert model.config.region_extensions == ["contents", "comparisons", "geometry"]
+    assert model.region_extension_attributes == ("region_contents", "region_comparisons", "region_geometry")
+    model, _ = build_from_backbones(preset="smolrgpt-tiny", region_extensions=["contents"])
+    assert model.config.region_extensions == ["contents"] and not hasattr(model, "region_geometry")
+    model, _ = build_from_backbones(preset="smolrgpt-135m")  # the paper's architecture: none
+    assert model.config.region_extensions == [] and model.region_extension_attributes == ()
+    assert not any(name.startswith("region_") for name, _ in model.named_children())

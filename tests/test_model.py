@@ -1,8 +1,9 @@
+"""The core model (the paper's architecture, no region extension; tests/test_geometry.py and
+test_region_layers.py test the extensions on the tiny preset's model)."""
 import pytest
 import torch
 
 from smolrgpt.modeling.config import SmolRGPTConfig
-from smolrgpt.modeling.geometry import MAX_SLOTS, SLOT_VALUE, code_width, geometry_code
 from smolrgpt.modeling.model import InputMismatchError, SmolRGPTForConditionalGeneration
 from smolrgpt.modeling.region import LayerNorm2d, Refiner, mask_pool, pool_refined
 from smolrgpt.modeling.stages import parameter_summary, set_trainable
@@ -26,13 +27,13 @@ def test_paper_preset_parameter_counts():
     assert s["trainable_params_by_stage"] == {"1": 2_949_120, "2": 28_030_080, "3": 389_854_080}
 
 
-def test_set_trainable_freezes_by_stage(tiny_model):
-    set_trainable(tiny_model, 2)
-    trainable = {n.split(".")[0] for n, p in tiny_model.named_parameters() if p.requires_grad}
+def test_set_trainable_freezes_by_stage(paper_model):
+    set_trainable(paper_model, 2)
+    trainable = {n.split(".")[0] for n, p in paper_model.named_parameters() if p.requires_grad}
     assert trainable == {"rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner"}
-    set_trainable(tiny_model, 3)
-    assert not any(p.requires_grad for p in tiny_model.vision_tower.parameters())
-    assert all(p.requires_grad for p in tiny_model.language_model.parameters())
+    set_trainable(paper_model, 3)
+    assert not any(p.requires_grad for p in paper_model.vision_tower.parameters())
+    assert all(p.requires_grad for p in paper_model.language_model.parameters())
 
 
 def test_mask_pool_is_the_weighted_mean():
@@ -49,16 +50,16 @@ def test_mask_pool_is_the_weighted_mean():
     torch.testing.assert_close(pooled[2], features[1, :, 2, 0:2].mean(dim=1))
 
 
-def test_region_vectors_land_on_their_tags(tiny_model, tiny_processor):
+def test_region_vectors_land_on_their_tags(paper_model, tiny_processor):
     samples = [make_sample("a", question="Is <mask> left of <mask>?", answer="left"),
                make_sample("b", seed=1, question="Pallets <mask> <mask> <mask>?", answer="2",
                            boxes=[[0, 0, 10, 10], [20, 20, 60, 60], [100, 0, 160, 90]])]
     batch = tiny_processor(samples)
-    frames = tiny_model.encode_frames(batch["pixel_values"], batch["depth_values"])
-    rgb_vec, depth_vec = tiny_model.region_vectors(frames, batch["region_masks"], batch["region_sample_index"])
-    embeds = tiny_model.prepare_embeddings(batch["input_ids"], frames=frames, region_masks=batch["region_masks"],
+    frames = paper_model.encode_frames(batch["pixel_values"], batch["depth_values"])
+    rgb_vec, depth_vec = paper_model.region_vectors(frames, batch["region_masks"], batch["region_sample_index"])
+    embeds = paper_model.prepare_embeddings(batch["input_ids"], frames=frames, region_masks=batch["region_masks"],
                                            region_sample_index=batch["region_sample_index"])
-    cfg = tiny_model.config
+    cfg = paper_model.config
     k = 0
     for row in range(2):
         rgb_pos = (batch["input_ids"][row] == cfg.mask_rgb_token_id).nonzero().flatten()
@@ -71,13 +72,9 @@ def test_region_vectors_land_on_their_tags(tiny_model, tiny_processor):
         torch.testing.assert_close(embeds[row, image_pos], frames.image_tokens[row])
     assert k == 5
     # the k-th region really is the k-th mask: pooling region 4 alone gives the same vector
-    rgb_map = tiny_model.rgb_refiner(frames.image_tokens)
+    rgb_map = paper_model.rgb_refiner(frames.image_tokens)
     alone = mask_pool(rgb_map, batch["region_masks"][4:5], torch.tensor([1]), cfg.mask_pool_eps)
-    # plus (region_geometry, on in the tiny preset) its geometry code, slot 2 of its row, and the tag's embedding
-    code = geometry_code(batch["region_masks"], batch["region_sample_index"], cfg.text_config.hidden_size)
-    assert code[4, code_width() - MAX_SLOTS + 2] == SLOT_VALUE
-    tag = tiny_model.get_input_embeddings().weight[cfg.mask_rgb_token_id]
-    torch.testing.assert_close(alone[0] + code[4] + tag, rgb_vec[4])
+    torch.testing.assert_close(alone[0], rgb_vec[4])  # the paper splices the pooled vector as it is
 
 
 def test_pool_refined_matches_the_full_map_values_and_gradients():
@@ -113,23 +110,23 @@ def test_pool_refined_matches_the_full_map_values_and_gradients():
         pool_refined(refiner, tokens, masks, torch.tensor([2, 0, 0, 2]), 1e-6)
 
 
-def test_mismatched_counts_raise(tiny_model, tiny_processor):
+def test_mismatched_counts_raise(paper_model, tiny_processor):
     batch = tiny_processor([make_sample("a"), make_sample("b", seed=1)])
     with pytest.raises(InputMismatchError, match="do not match regions per row"):
-        tiny_model(**{**batch, "region_sample_index": torch.tensor([0, 0, 0, 1])})
+        paper_model(**{**batch, "region_sample_index": torch.tensor([0, 0, 0, 1])})
     with pytest.raises(InputMismatchError, match="image tokens"):
         ids = batch["input_ids"].clone()
-        ids[0, ids[0] == tiny_model.config.image_token_id] = 5
-        tiny_model(**{**batch, "input_ids": ids})
+        ids[0, ids[0] == paper_model.config.image_token_id] = 5
+        paper_model(**{**batch, "input_ids": ids})
     with pytest.raises(InputMismatchError, match="ordered by row"):
-        tiny_model(**{**batch, "region_sample_index": torch.tensor([1, 1, 0, 0])})
+        paper_model(**{**batch, "region_sample_index": torch.tensor([1, 1, 0, 0])})
     with pytest.raises(ValueError, match=r"region masks are \(32, 32\), refined feature maps \(64, 64\)"):
-        tiny_model(**{**batch, "region_masks": batch["region_masks"][:, ::2, ::2]})
+        paper_model(**{**batch, "region_masks": batch["region_masks"][:, ::2, ::2]})
 
 
-def test_loss_is_on_answer_tokens_only(tiny_model, tiny_processor):
+def test_loss_is_on_answer_tokens_only(paper_model, tiny_processor):
     batch = tiny_processor([make_sample("a"), make_sample("b", seed=1, question="Is <mask> left?", answer="Yes.")])
-    out = tiny_model(**batch)
+    out = paper_model(**batch)
     logits = out.logits[:, :-1]
     targets = batch["labels"][:, 1:]
     keep = targets != -100
@@ -157,36 +154,36 @@ def _greedy_without_cache(model, batch, steps, eos):
     return torch.stack(out, dim=1)
 
 
-def test_kv_cache_greedy_equals_full_recomputation(tiny_model, tiny_processor):
+def test_kv_cache_greedy_equals_full_recomputation(paper_model, tiny_processor):
     batch = tiny_processor([make_sample("a", answer=None)], train=False)
-    cached = tiny_model.generate(**_inputs(batch), max_new_tokens=12)
-    full = _greedy_without_cache(tiny_model, batch, 12, None)
+    cached = paper_model.generate(**_inputs(batch), max_new_tokens=12)
+    full = _greedy_without_cache(paper_model, batch, 12, None)
     assert cached.tolist() == full.tolist()
 
 
-def test_batched_generation_equals_one_by_one(tiny_model, tiny_processor):
+def test_batched_generation_equals_one_by_one(paper_model, tiny_processor):
     samples = [make_sample("a", answer=None),
                make_sample("b", seed=1, question="Which one of <mask> <mask> <mask> is leftmost?", answer=None,
                            boxes=[[0, 0, 10, 10], [20, 20, 60, 60], [100, 0, 160, 90]]),
                make_sample("c", seed=2, question="Describe <mask>.", answer=None)]
     batch = tiny_processor(samples, train=False)
     assert (batch["attention_mask"][:, -1] == 1).all()  # left padded
-    together = tiny_model.generate(**_inputs(batch), max_new_tokens=10)
+    together = paper_model.generate(**_inputs(batch), max_new_tokens=10)
     for row, sample in enumerate(samples):
-        alone = tiny_model.generate(**_inputs(tiny_processor([sample], train=False)), max_new_tokens=10)
+        alone = paper_model.generate(**_inputs(tiny_processor([sample], train=False)), max_new_tokens=10)
         assert together[row, : alone.shape[1]].tolist() == alone[0].tolist()
 
 
-def test_generation_stops_each_row_at_the_end_token(tiny_model, tiny_processor):
+def test_generation_stops_each_row_at_the_end_token(paper_model, tiny_processor):
     samples = [make_sample("a", answer=None), make_sample("b", seed=3, answer=None)]
     batch = tiny_processor(samples, train=False)
-    liven(tiny_model)  # so that greedy decoding does not repeat one token
-    free = tiny_model.generate(**_inputs(batch), max_new_tokens=10)
+    liven(paper_model)  # so that greedy decoding does not repeat one token
+    free = paper_model.generate(**_inputs(batch), max_new_tokens=10)
     # pick as "end token" a token that row 0 emits at step 2 (and not before)
     eos = int(free[0, 2])
     assert eos not in free[0, :2].tolist(), free[0].tolist()
     pad = tiny_processor.pad_token_id
-    stopped = tiny_model.generate(**_inputs(batch), max_new_tokens=10, eos_token_id=eos, pad_token_id=pad)
+    stopped = paper_model.generate(**_inputs(batch), max_new_tokens=10, eos_token_id=eos, pad_token_id=pad)
     assert stopped[0, :3].tolist() == free[0, :3].tolist()
     assert all(t == pad for t in stopped[0, 3:].tolist())
     row1 = free[1].tolist()
@@ -197,33 +194,33 @@ def test_generation_stops_each_row_at_the_end_token(tiny_model, tiny_processor):
     assert tiny_processor.decode(tokens + [end] + free[0, 2:].tolist()) == tiny_processor.decode(tokens)
 
 
-def test_sampling_is_seeded_and_differs_from_greedy(tiny_model, tiny_processor):
+def test_sampling_is_seeded_and_differs_from_greedy(paper_model, tiny_processor):
     batch = tiny_processor([make_sample("a", answer=None)], train=False)
     torch.manual_seed(5)
-    a = tiny_model.generate(**_inputs(batch), max_new_tokens=8, do_sample=True, temperature=5.0)
+    a = paper_model.generate(**_inputs(batch), max_new_tokens=8, do_sample=True, temperature=5.0)
     torch.manual_seed(5)
-    b = tiny_model.generate(**_inputs(batch), max_new_tokens=8, do_sample=True, temperature=5.0)
-    greedy = tiny_model.generate(**_inputs(batch), max_new_tokens=8)
+    b = paper_model.generate(**_inputs(batch), max_new_tokens=8, do_sample=True, temperature=5.0)
+    greedy = paper_model.generate(**_inputs(batch), max_new_tokens=8)
     assert a.tolist() == b.tolist() and a.tolist() != greedy.tolist()
 
 
-def test_right_padded_batch_refused_for_generation(tiny_model, tiny_processor):
+def test_right_padded_batch_refused_for_generation(paper_model, tiny_processor):
     batch = tiny_processor([make_sample("a", answer=None), make_sample("b", question="Short <mask>?", answer=None,
                                                                        boxes=[[0, 0, 9, 9]])], padding_side="right", train=False)
     with pytest.raises(InputMismatchError, match="left padding"):
-        tiny_model.generate(**_inputs(batch), max_new_tokens=2)
+        paper_model.generate(**_inputs(batch), max_new_tokens=2)
 
 
-def test_save_and_load_round_trip_exactly(tiny_model, tiny_processor, tmp_path):
+def test_save_and_load_round_trip_exactly(paper_model, tiny_processor, tmp_path):
     from smolrgpt.modeling.checkpoint import load_checkpoint, save_checkpoint
 
-    save_checkpoint(tiny_model, tiny_processor, tmp_path / "ckpt")
+    save_checkpoint(paper_model, tiny_processor, tmp_path / "ckpt")
     model, processor = load_checkpoint(tmp_path / "ckpt")
-    for (name, a), (_, b) in zip(tiny_model.state_dict().items(), model.state_dict().items()):
+    for (name, a), (_, b) in zip(paper_model.state_dict().items(), model.state_dict().items()):
         assert torch.equal(a, b), name
     assert model.language_model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
     batch = processor([make_sample("a")])
-    torch.testing.assert_close(model(**batch).logits, tiny_model(**batch).logits, rtol=0, atol=0)
+    torch.testing.assert_close(model(**batch).logits, paper_model(**batch).logits, rtol=0, atol=0)
 
 
 def test_checkpoint_errors(tmp_path):
@@ -251,9 +248,19 @@ def test_a_random_encoder_starts_from_sincos_positions_and_saved_positions_survi
         sincos_position_table(15, 8)
 
     torch.manual_seed(0)
-    model = SmolRGPTForConditionalGeneration(tiny_config)
+    model = SmolRGPTForConditionalGeneration.from_scratch(tiny_config)
     embeddings = model.vision_tower.embeddings.position_embedding.weight
     assert torch.equal(embeddings, sincos_position_table(*embeddings.shape))
+    # the table is an option of building from scratch, not of __init__: the same seed gives the same
+    # weights everywhere else (the table takes no random numbers), and __init__ keeps SigLIP's init
+    torch.manual_seed(0)
+    plain = SmolRGPTForConditionalGeneration(tiny_config)
+    name = "vision_tower.embeddings.position_embedding.weight"
+    assert not torch.equal(plain.state_dict()[name], embeddings)
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in model.state_dict().items() if k != name)
+    torch.manual_seed(0)
+    unset = SmolRGPTForConditionalGeneration.from_scratch(tiny_config, sincos_positions=False)
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in unset.state_dict().items())
     with torch.no_grad():
         embeddings.add_(0.5)
     model.save_pretrained(tmp_path)

@@ -7,10 +7,10 @@ import torch
 
 from smolrgpt.data.sample import Region
 from smolrgpt.engine import Question, SmolRGPT
-from smolrgpt.modeling.comparisons import RegionComparisons, mask_groups, pair_features
 from smolrgpt.modeling.config import SmolRGPTConfig
-from smolrgpt.modeling.contents import RegionContents
-from smolrgpt.modeling.geometry import mask_places, overlap_shares
+from smolrgpt.modeling.extensions.comparisons import RegionComparisons, pair_features
+from smolrgpt.modeling.extensions.contents import RegionContents
+from smolrgpt.modeling.extensions.geometry import mask_places, overlap_shares
 from smolrgpt.modeling.model import FrameFeatures, SmolRGPTForConditionalGeneration
 from smolrgpt.training import recipe
 from smolrgpt.training.config import LearningRates
@@ -26,7 +26,8 @@ def _box(top, left, bottom, right, grid=GRID):
     return mask
 
 
-LAYERS = ("region_contents", "region_comparisons")
+# model attribute -> extension name
+LAYERS = {"region_contents": "contents", "region_comparisons": "comparisons"}
 
 
 def _lively(layer):
@@ -65,7 +66,7 @@ def test_the_sum_makes_the_update_depend_on_how_many_members_there_are():
     def update(masks):
         index = torch.zeros(len(masks), dtype=torch.long)
         with torch.no_grad():
-            return contents(vectors[:len(masks)], vectors[:len(masks)], torch.stack(masks), index)[0]
+            return contents.update(vectors[:len(masks)], vectors[:len(masks)], torch.stack(masks), index)[0]
 
     one, two = update([buffer, pallet_a, outside]), update([buffer, pallet_a, pallet_b])
     assert not torch.allclose(one, two, atol=1e-3)
@@ -80,7 +81,7 @@ def test_a_model_with_the_option_starts_as_the_model_without_it(tmp_path, option
     plain = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset("smolrgpt-tiny", **{option: False})).eval()
     plain.save_pretrained(tmp_path)
     config = SmolRGPTConfig.from_pretrained(tmp_path)
-    setattr(config, option, True)
+    config.region_extensions = config.region_extensions + [LAYERS[option]]
     # loading initialises only the new layer's weights, its output Linear at zero
     with_layer = SmolRGPTForConditionalGeneration.from_pretrained(tmp_path, config=config).eval()
     layer = getattr(with_layer, option)
@@ -139,9 +140,10 @@ def test_the_engine_adds_what_training_adds(tiny_processor, option):
         frames = model.encode_frames(inputs["pixel_values"], inputs["depth_values"])
         masks, index = inputs["region_masks"], inputs["region_sample_index"]
         with_layer, layer = model.region_vectors(frames, masks, index)[0], getattr(model, option)
-        setattr(model, option, None)
+        applied = model.region_extension_attributes
+        model.region_extension_attributes = tuple(name for name in applied if name != option)
         without = model.region_vectors(frames, masks, index)[0]
-        setattr(model, option, layer)
+        model.region_extension_attributes = applied
     answer = engine.ask_batch([Question(frame, question, [Region("box", b) for b in boxes])], normalize=False)[0]
     assert answer.text == tiny_processor.decode(tokens[0])
     assert (with_layer - without)[0].abs().max() > 0.1  # the buffer's vectors change: the layer is covered
@@ -183,7 +185,7 @@ def test_the_sum_counts_the_other_masks_of_the_question_to_a_regions_left():
     def counts(masks, index):
         with torch.no_grad():
             vectors = torch.randn(len(masks), 4)  # what the masks are plays no part with these weights
-            return layer(vectors, vectors, torch.stack(masks), index)[:4, 0]
+            return layer.update(vectors, vectors, torch.stack(masks), index)[:4, 0]
 
     got = counts(masks, index)
     assert got.tolist() == pytest.approx([20.0, 0.0, 30.0, 10.0], abs=0.3)
@@ -191,84 +193,3 @@ def test_the_sum_counts_the_other_masks_of_the_question_to_a_regions_left():
     others = counts(masks + [_box(4, 0, 8, 1)], torch.tensor([0, 0, 0, 0, 1]))
     empty = counts(masks + [torch.zeros(GRID, GRID)], torch.zeros(5, dtype=torch.long))
     assert torch.equal(others, got) and torch.equal(empty, got)
-
-
-GROUPED = "Using the buffer masks <mask> <mask> and pallet masks <mask> <mask> <mask>, how many pallets are in it?"
-
-
-@pytest.mark.parametrize("question, groups", [
-    (GROUPED, [0, 0, 1, 1, 1]),
-    ("Is the pallet <mask> to the left of the pallet <mask>?", [0, 1]),
-    ("Which of the pallets <mask>, <mask> and <mask> is leftmost?", [0, 0, 0]),
-    ("Which of the pallet <mask>, the pallet <mask>, and the pallet <mask> is leftmost?", [0, 1, 2]),
-    ("<mask><mask> <mask>,<mask>", [0, 0, 0, 0]),
-])
-def test_mask_groups_follow_the_questions_layout(tiny_processor, question, groups):
-    ids, _ = tiny_processor.prompt_arrays([(question, None)], question.count("<mask>"), train=False)
-    ids = torch.from_numpy(ids).long()[None]
-    rgb_id = tiny_processor.tokenizer.convert_tokens_to_ids("<mask_rgb>")
-    assert mask_groups(ids, rgb_id).tolist() == groups
-    # rows follow one another: numbers go on, and a group never spans two rows
-    two = torch.stack([ids[0], ids[0]])
-    assert mask_groups(two, rgb_id).tolist() == groups + [g + groups[-1] + 1 for g in groups]
-
-
-def test_the_own_group_sum_counts_only_the_masks_of_the_regions_group():
-    layer = _left_counter(10.0)
-    layer_groups = RegionComparisons(4, 4, groups=True)
-    layer_groups.load_state_dict(layer.state_dict(), strict=False)
-    with torch.no_grad():  # as the model's init leaves it (checked in the engine test below)
-        layer_groups.group_receive.weight.zero_()
-    columns = [(9, 11), (1, 3), (13, 15), (5, 7)]  # left to right: 2nd, 4th, 1st, 3rd
-    masks = torch.stack([_box(4, a, 8, b) for a, b in columns])
-    index, groups = torch.zeros(4, dtype=torch.long), torch.tensor([0, 0, 1, 1])
-    vectors = torch.randn(4, 4)
-    with torch.no_grad():
-        assert torch.equal(layer_groups(vectors, vectors, masks, index, groups), layer(vectors, vectors, masks, index))
-        layer_groups.receive.weight.zero_()  # channel 0 now passes the own-group sum alone
-        layer_groups.group_receive.weight[0, 0] = 1.0
-        got = layer_groups(vectors, vectors, masks, index, groups)[:, 0]
-    # masks to the left within the group: mask 0 has mask 1 (group 0); mask 2 has mask 3 (group 1)
-    assert got.tolist() == pytest.approx([10.0, 0.0, 10.0, 0.0], abs=0.3)
-    with pytest.raises(ValueError, match="region_groups needs the group of each of the 4 regions, got None"):
-        layer_groups(vectors, vectors, masks, index)
-
-
-def test_region_groups_need_the_comparisons_layer():
-    # transformers' strict config wraps the ValueError in its own validation error, with the message kept
-    with pytest.raises(Exception, match="region_groups=True is part of the region comparisons layer"):
-        SmolRGPTConfig.from_preset("smolrgpt-tiny", region_comparisons=False, region_groups=True)
-
-
-def test_with_groups_the_engine_adds_what_training_adds_and_the_layout_matters(tiny_processor, tmp_path):
-    torch.manual_seed(0)
-    plain = SmolRGPTForConditionalGeneration(SmolRGPTConfig.from_preset("smolrgpt-tiny")).eval()
-    plain.save_pretrained(tmp_path)
-    config = SmolRGPTConfig.from_pretrained(tmp_path)
-    config.region_groups = True
-    model = SmolRGPTForConditionalGeneration.from_pretrained(tmp_path, config=config).eval()
-    assert not model.region_comparisons.group_receive.weight.any()
-    boxes = [[0, 0, 60, 80], [100, 0, 159, 80], [10, 10, 30, 30], [120, 50, 140, 70], [60, 60, 80, 89]]
-    sample = make_sample("0", seed=0, question=GROUPED, answer=None, boxes=boxes)
-    inputs = {k: v for k, v in tiny_processor([sample], train=False).items() if k != "labels"}
-    with torch.no_grad():
-        embed = lambda m, batch: m.prepare_embeddings(**{k: v for k, v in batch.items() if k != "attention_mask"})  # noqa: E731
-        assert torch.equal(embed(model, inputs), embed(plain, inputs))
-        _lively(model.region_comparisons)
-        liven(model)
-        grouped = embed(model, inputs)
-        listed = GROUPED.replace("<mask> <mask> and", "<mask> and the buffer <mask> and")  # groups of one
-        relisted = {k: v for k, v in tiny_processor([make_sample("0", seed=0, question=listed, answer=None,
-                                                                  boxes=boxes)], train=False).items()
-                    if k != "labels"}
-        regrouped = embed(model, relisted)
-        rgb_id = tiny_processor.tokenizer.convert_tokens_to_ids("<mask_rgb>")
-        first = lambda ids, embeds: embeds[0][ids[0] == rgb_id][0]  # noqa: E731  the first buffer's vector
-        assert (first(inputs["input_ids"], grouped) - first(relisted["input_ids"], regrouped)).abs().max() > 0.1
-        tokens = model.generate(**inputs, max_new_tokens=8, eos_token_id=tiny_processor.eos_token_id,
-                                pad_token_id=tiny_processor.pad_token_id)
-    engine = SmolRGPT(model, tiny_processor, batch_size=2, max_new_tokens=8)
-    rgb, depth = make_frame(0)
-    answer = engine.ask_batch([Question(engine.frame(rgb, depth), GROUPED, [Region("box", b) for b in boxes])],
-                              normalize=False)[0]
-    assert answer.text == tiny_processor.decode(tokens[0])

@@ -62,7 +62,7 @@ def test_build_from_backbones_keeps_backbone_outputs(tmp_path):
     model.eval()
     assert model.config.text_config.vocab_size == len(tokenizer) == 631
     assert model.config.num_image_tokens == 4 and model.config.mask_grid == 16
-    assert not model.config.region_geometry  # a pretrained language model: the paper's architecture
+    assert model.config.region_extensions == []  # a pretrained language model: the paper's architecture
     ids = torch.randint(0, 600, (1, 7))
     with torch.no_grad():
         ours = model.language_model(ids).logits[..., :600]

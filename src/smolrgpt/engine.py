@@ -189,10 +189,7 @@ class SmolRGPT:
         else:
             rgb = mask_pool(self.model.rgb_refiner(frame.image_tokens), masks, index, eps)
             depth = mask_pool(self.model.depth_refiner(frame.depth_tokens), masks, index, eps)
-        # only the mask groups need the prompt on the device: no copy per question otherwise
-        prompt = (torch.from_numpy(np.asarray(ids, np.int64))[None].to(self.device)
-                  if self.model.config.region_groups else None)
-        return self.model.finish_region_vectors(rgb, depth, masks, index, prompt)
+        return self.model.finish_region_vectors(rgb, depth, masks, index)
 
     # -- questions -------------------------------------------------------------------------------------
     def ask(self, frame: Frame, question: str, regions=(), **kwargs) -> Answer:

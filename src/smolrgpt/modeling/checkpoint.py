@@ -46,6 +46,11 @@ def check_checkpoint_folder(path: str | Path) -> Path:
     if model_type != "smolrgpt":
         raise CheckpointError(f"{folder} holds a {model_type!r} model, not a SmolRGPT checkpoint "
                               "(use `smolrgpt convert` for the authors' released weights)")
+    from smolrgpt.modeling.config import REMOVED_OPTIONS, removed_option_message
+
+    for option in REMOVED_OPTIONS:
+        if config.get(option):
+            raise CheckpointError(f"{folder / 'config.json'}: {removed_option_message(option)}")
     return folder
 
 

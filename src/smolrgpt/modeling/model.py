@@ -11,9 +11,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from smolrgpt.modeling.config import SmolRGPTConfig
 from smolrgpt.modeling.connector import Connector
-from smolrgpt.modeling.comparisons import RegionComparisons, mask_groups
-from smolrgpt.modeling.contents import RegionContents
-from smolrgpt.modeling.geometry import geometry_code
+from smolrgpt.modeling.extensions import RegionExtension, build_extensions
 from smolrgpt.modeling.region import Refiner, is_non_decreasing, pool_refined
 
 
@@ -72,10 +70,10 @@ class SmolRGPTPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        if isinstance(module, RegionContents):
-            module.reset_parameters()
+        if isinstance(module, RegionExtension):
+            module.init_extension()
         elif isinstance(module, (nn.Linear, nn.ConvTranspose2d, nn.Conv2d)):
-            # a module may ask for its own scale: the region layers' output Linears start at zero (init_std 0)
+            # a module may ask for its own scale: the region extensions' output Linears start at zero (init_std 0)
             # so that switching a layer on starts out as the same model; an attribute on the Linear itself,
             # because loading a checkpoint that lacks only a layer's Linears initialises those alone
             std = getattr(module, "init_std", 0.02)
@@ -113,19 +111,30 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         self.depth_connector = Connector(vision_hidden, text_hidden, config.pixel_shuffle_factor)
         self.rgb_refiner = Refiner(text_hidden, config.refiner_layers, config.layer_norm_2d_eps)
         self.depth_refiner = Refiner(text_hidden, config.refiner_layers, config.layer_norm_2d_eps)
-        self.region_contents = RegionContents(text_hidden, text_hidden) if config.region_contents else None
-        self.region_comparisons = (RegionComparisons(text_hidden, text_hidden, groups=config.region_groups)
-                                   if config.region_comparisons else None)
+        # each extension is a top-level module under its own attribute, so its state-dict keys are
+        # `<attribute>.*` (as when they were switched by booleans)
+        extensions = build_extensions(config)
+        self.region_extension_attributes = tuple(extension.attribute for extension in extensions)
+        for extension in extensions:
+            self.add_module(extension.attribute, extension)
         self.post_init()
-        # A randomly initialised encoder: SigLIP's own init gives each patch position a random vector about
-        # 4x weaker than the patch content, and a linear probe then recovers a region's image x from its
-        # pooled region vector with R^2 0.36 only (left/right answers stay at chance). A 2-D sin-cos table
-        # (MAE-style) makes position a smooth, strong signal from the first step. Pretrained or saved
-        # weights replace it when they are loaded (from_pretrained builds first, then loads).
-        embeddings = next(m for m in self.vision_tower.modules() if hasattr(m, "position_embedding"))
-        table = sincos_position_table(embeddings.num_patches, embeddings.embed_dim)
-        with torch.no_grad():
-            embeddings.position_embedding.weight.copy_(table.to(embeddings.position_embedding.weight.dtype))
+
+    @classmethod
+    def from_scratch(cls, config: SmolRGPTConfig, sincos_positions: bool = True) -> "SmolRGPTForConditionalGeneration":
+        """A new model with random weights (`smolrgpt init`, the presets' training start, tests).
+
+        `sincos_positions`: the encoder's position table starts as a 2-D sin-cos table instead of SigLIP's
+        random init, whose position vectors are about 4x weaker than the patch content (a linear probe then
+        recovered a region's image x from its pooled vector with R^2 0.36 only, and left/right stayed at
+        chance); sin-cos (MAE-style) makes position a smooth, strong signal from the first step. Weights
+        loaded afterwards (a pretrained encoder, a checkpoint) replace it."""
+        model = cls(config)
+        if sincos_positions:
+            embeddings = next(m for m in model.vision_tower.modules() if hasattr(m, "position_embedding"))
+            table = sincos_position_table(embeddings.num_patches, embeddings.embed_dim)
+            with torch.no_grad():
+                embeddings.position_embedding.weight.copy_(table.to(embeddings.position_embedding.weight.dtype))
+        return model
 
     # -- embeddings plumbing expected by transformers -------------------------------------------------
     def get_input_embeddings(self):
@@ -160,11 +169,9 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         return FrameFeatures(rgb_tokens, depth_tokens)
 
     def region_vectors(self, frames: FrameFeatures, region_masks: torch.Tensor, region_sample_index: torch.Tensor,
-                       frame_index: torch.Tensor | None = None,
-                       input_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       frame_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled, finished region vectors. With `frame_index` (the frame of each row), the refiners run once
-        per frame over the union of the tokens its rows' masks cover. `input_ids` (the prompts) give the
-        mask groups where `config.region_groups` asks for them."""
+        per frame over the union of the tokens its rows' masks cover."""
         if frames.depth_tokens is None:
             raise InputMismatchError("regions were given but the batch has no depth maps")
         check_region_order(region_sample_index)  # before pooling, which relies on it
@@ -173,41 +180,17 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         return self.finish_region_vectors(
             pool_refined(self.rgb_refiner, frames.image_tokens, region_masks, region_frame, eps),
             pool_refined(self.depth_refiner, frames.depth_tokens, region_masks, region_frame, eps),
-            region_masks, region_sample_index, input_ids)
+            region_masks, region_sample_index)
 
     def finish_region_vectors(self, rgb: torch.Tensor, depth: torch.Tensor, region_masks: torch.Tensor,
-                              region_sample_index: torch.Tensor,
-                              input_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled region vectors -> the vectors spliced into the prompt: plus, when `config.region_contents`,
-        what lies on each region (modeling/contents.py), then, when `config.region_comparisons`, what each
-        region sees of the others (modeling/comparisons.py; after contents, so a buffer's message can carry
-        what stands in it), then the geometry code. Training and the inference engine both finish region
-        vectors here; `input_ids` (rows in region order) are needed with `config.region_groups`."""
-        if self.region_contents is not None:
-            update = self.region_contents(rgb, depth, region_masks, region_sample_index)
-            rgb, depth = rgb + update, depth + update
-        if self.region_comparisons is not None:
-            groups = None
-            if self.config.region_groups:
-                if input_ids is None:
-                    raise InputMismatchError("region_groups needs the prompts' token ids to group the masks")
-                groups = mask_groups(input_ids, self.config.mask_rgb_token_id)
-            update = self.region_comparisons(rgb, depth, region_masks, region_sample_index, groups)
-            rgb, depth = rgb + update, depth + update
-        return self.with_region_geometry(rgb, depth, region_masks, region_sample_index)
-
-    def with_region_geometry(self, rgb: torch.Tensor, depth: torch.Tensor, region_masks: torch.Tensor,
-                             region_sample_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Region vectors plus, when `config.region_geometry`, the masks' geometry code
-        (modeling/geometry.py)."""
-        if not self.config.region_geometry:
-            return rgb, depth
-        code = geometry_code(region_masks, region_sample_index, rgb.shape[-1],
-                             relations=self.config.region_relations).to(rgb.dtype)
-        # The mask tokens' own (trainable) embeddings stay under the spliced vectors, marking them as regions
-        table = self.get_input_embeddings().weight
-        return (rgb + code + table[self.config.mask_rgb_token_id].to(rgb.dtype),
-                depth + code + table[self.config.mask_depth_token_id].to(rgb.dtype))
+                              region_sample_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled region vectors -> the vectors spliced into the prompt: the paper splices the pooled vectors
+        as they are; a model with `config.region_extensions` passes them through each extension
+        (modeling/extensions/), in the registry's order. Training and the inference engine both finish
+        region vectors here."""
+        for attribute in self.region_extension_attributes:
+            rgb, depth = getattr(self, attribute)(rgb, depth, region_masks, region_sample_index, self)
+        return rgb, depth
 
     # -- splicing --------------------------------------------------------------------------------------
     def embed_inputs(self, input_ids: torch.Tensor, image_tokens: torch.Tensor | None,
@@ -264,8 +247,7 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
         if has_regions:
             if frames is None:
                 raise InputMismatchError("regions were given without an image")
-            region_rgb, region_depth = self.region_vectors(frames, region_masks, region_sample_index, frame_index,
-                                                           input_ids)
+            region_rgb, region_depth = self.region_vectors(frames, region_masks, region_sample_index, frame_index)
         image_tokens = None if frames is None else frames.image_tokens
         if image_tokens is not None and frame_index is not None:
             image_tokens = image_tokens[frame_index]

@@ -104,9 +104,9 @@ def pool_refined(refiner: Refiner, tokens: torch.Tensor, masks: torch.Tensor, sa
     # split (not per-frame indexing) keeps the backward pass a concatenation instead of one full-size
     # zero-filled gradient per frame
     block_groups = blocks.split(need.sum(dim=1).tolist())
-    region_groups = weights.split(torch.bincount(sample_index, minlength=batch).tolist())
+    regions_by_frame = weights.split(torch.bincount(sample_index, minlength=batch).tolist())
     pooled = []
-    for b, w in enumerate(region_groups):
+    for b, w in enumerate(regions_by_frame):
         if len(w):
             pooled.append(pool_blocks(w[:, need[b]], block_groups[b], eps))
     return torch.cat(pooled) if pooled else blocks.new_zeros(0, width)

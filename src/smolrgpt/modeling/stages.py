@@ -3,18 +3,27 @@ from __future__ import annotations
 
 from torch import nn
 
+from smolrgpt.modeling.extensions import trainable_extensions
+
 # Stage 1 aligns the RGB connector; stage 2 warms up both connectors and refiners with the LM frozen;
-# stage 3 trains everything except the shared vision encoder. The optional region contents and comparisons
-# layers (modeling/contents.py, comparisons.py) read the language model's own embedding space, so they
-# train with the language model in stage 3; a model without them simply has none (see `present_modules`).
-TRAINABLE_MODULES = {
+# stage 3 trains everything except the shared vision encoder. Region extensions (modeling/extensions/)
+# declare their own stages and come before the language model; a model without one simply has none
+# (see `present_modules`).
+PAPER_MODULES = {
     1: ("rgb_connector",),
     2: ("rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner"),
-    3: ("rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner", "region_contents",
-        "region_comparisons", "language_model"),
+    3: ("rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner", "language_model"),
 }
-TOP_LEVEL_MODULES = ("vision_tower", "rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner",
-                     "region_contents", "region_comparisons", "language_model")
+
+
+def _with_extensions(names: tuple[str, ...], extensions) -> tuple[str, ...]:
+    core = tuple(name for name in names if name != "language_model")
+    return core + tuple(extensions) + (("language_model",) if "language_model" in names else ())
+
+
+TRAINABLE_MODULES = {stage: _with_extensions(names, trainable_extensions(stage))
+                     for stage, names in PAPER_MODULES.items()}
+TOP_LEVEL_MODULES = _with_extensions(("vision_tower",) + PAPER_MODULES[3], trainable_extensions())
 
 
 def present_modules(model: nn.Module, names) -> tuple[str, ...]:

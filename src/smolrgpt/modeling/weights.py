@@ -93,11 +93,12 @@ def load_vision_backbone(source: str | Path, dtype: torch.dtype = torch.float32)
 
 
 def build_from_backbones(vision=None, language=None, tokenizer=None, preset: str = "smolrgpt-600m",
-                         max_length: int = 512, **config_overrides):
+                         max_length: int = 512, sincos_positions: bool = True, **config_overrides):
     """A SmolRGPT model + processor whose vision tower and LM start from pretrained weights.
 
     vision/language: a local folder, a hub id, or (language only) a `.gguf` file; None keeps the preset's
-    random initialisation for that part. The tokenizer defaults to the language model's own and is
+    random initialisation for that part (with `sincos_positions`, a random encoder's position table starts
+    as sin-cos: `SmolRGPTForConditionalGeneration.from_scratch`). The tokenizer defaults to the language model's own and is
     extended by the three SmolRGPT tokens; the LM's embeddings are resized to match.
     """
     vision_model = load_vision_backbone(vision) if vision is not None else None
@@ -119,7 +120,7 @@ def build_from_backbones(vision=None, language=None, tokenizer=None, preset: str
     options = PRESET_OPTIONS.get(preset, {}) if language_model is None else {}
     config = SmolRGPTConfig(vision_config=vision_config, text_config=text_config,
                             **{**options, **smolrgpt_token_ids(tokenizer), **config_overrides})
-    model = SmolRGPTForConditionalGeneration(config)
+    model = SmolRGPTForConditionalGeneration.from_scratch(config, sincos_positions=sincos_positions)
     if vision_model is not None:
         model.vision_tower.load_state_dict(vision_model.state_dict(), strict=True)
     if language_model is not None:

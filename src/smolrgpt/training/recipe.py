@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from smolrgpt.errors import ConfigError
+from smolrgpt.modeling.extensions import trainable_extensions
 from smolrgpt.modeling.stages import TRAINABLE_MODULES, present_modules, set_trainable
 from smolrgpt.processing.prompt import IGNORE_INDEX
 
@@ -34,10 +35,9 @@ MODULE_FAMILY = {
     "depth_connector": "connectors",
     "rgb_refiner": "refiners",
     "depth_refiner": "refiners",
-    "region_contents": "language_model",  # trained from scratch with the language model (modeling/contents.py)
-    "region_comparisons": "language_model",  # likewise (modeling/comparisons.py)
     "language_model": "language_model",
     "vision_tower": "vision_tower",
+    **trainable_extensions(),  # each region extension declares its own family
 }
 
 

@@ -1,5 +1,5 @@
 """Region geometry code: an optional, parameter-free description of where each mask lies in the frame and
-which `<mask>` of the question it is, added to both of the region's vectors (`region_geometry: true`,
+which `<mask>` of the question it is, added to both of the region's vectors (extension "geometry",
 together with the mask tokens' own trainable embeddings, which the spliced vectors otherwise replace).
 
 Why it exists: mask pooling averages the refined map under a mask, so a region's place in the frame is only
@@ -16,16 +16,6 @@ Layout of the code ([R, width], zero beyond `code_width()`):
 - box left, right, top, bottom: sin/cos(k * pi * v), k = 1..BOX_FREQUENCIES;
 - slot: SLOT_VALUE at the region's 0-based index among its row's masks (the last slot also takes any beyond).
 An empty mask gets the slot alone.
-- with `relations` (config `region_relations`): at column j of a further MAX_SLOTS block, RELATION_VALUE
-  times the share of this mask's weight that lies on or next to (within one grid cell of) mask j of the
-  same row; 0 for itself. A pallet standing in a buffer has most of its weight on or beside the buffer's
-  painted floor, which it hides.
-
-Why relations: count ("how many pallets are in the buffer ...") needs, for every pallet of the question,
-whether it stands in the chosen buffer; this share says so from the masks alone. Which buffer the question
-means and how many pallets it holds are still the model's to work out.
-The tiny model did not learn to use it within 1,500 count-only steps (docs/research.md, "Relation code"), so it is
-off.
 """
 from __future__ import annotations
 
@@ -34,6 +24,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from smolrgpt.modeling.extensions.base import RegionExtension
+
 CENTROID_FREQUENCIES = 8
 BOX_FREQUENCIES = 4
 MAX_SLOTS = 16
@@ -41,12 +33,10 @@ MAX_SLOTS = 16
 # stayed at chance on left/right for 2,000 steps (a code of x, y and slot alone did too, for 1,750); at 4.0
 # it reached 97% (experiments/oracle_regions.py --oracle geometry-only): telling the masks apart comes first.
 SLOT_VALUE = 4.0
-# The relation block's scale: as large as the slot one-hot it is matched against.
-RELATION_VALUE = 4.0
 
 
-def code_width(relations: bool = False) -> int:
-    return 2 * 2 * CENTROID_FREQUENCIES + 4 * 2 * BOX_FREQUENCIES + MAX_SLOTS * (2 if relations else 1)
+def code_width() -> int:
+    return 2 * 2 * CENTROID_FREQUENCIES + 4 * 2 * BOX_FREQUENCIES + MAX_SLOTS
 
 
 def region_slots(sample_index: torch.Tensor) -> torch.Tensor:
@@ -80,17 +70,6 @@ def overlap_shares(masks: torch.Tensor, sample_index: torch.Tensor) -> torch.Ten
     return torch.where(same_row_others(sample_index), share, 0.0)
 
 
-def relation_code(masks: torch.Tensor, sample_index: torch.Tensor) -> torch.Tensor:
-    """masks [R, G, G] and their rows [R] -> [R, MAX_SLOTS]: RELATION_VALUE x the share of region i's weight
-    on or within one cell of region j's support, at j's slot (regions past the last slot share it: max)."""
-    regions = masks.shape[0]
-    share = overlap_shares(masks, sample_index)
-    slots = region_slots(sample_index).clamp_max(MAX_SLOTS - 1)
-    code = torch.zeros(regions, MAX_SLOTS, dtype=torch.float32, device=masks.device)
-    code.scatter_reduce_(1, slots[None].expand(regions, regions), share, reduce="amax")
-    return code * RELATION_VALUE
-
-
 def mask_places(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """masks [R, G, G] (weights in [0, 1]) -> places [R, 6] (centroid x, centroid y, box left, right, top,
     bottom, each in [0, 1] over the grid) and present [R] (False for an empty mask, whose place is junk)."""
@@ -107,10 +86,9 @@ def mask_places(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return places, area > 0
 
 
-def geometry_code(masks: torch.Tensor, sample_index: torch.Tensor, width: int,
-                  relations: bool = False) -> torch.Tensor:
+def geometry_code(masks: torch.Tensor, sample_index: torch.Tensor, width: int) -> torch.Tensor:
     """masks [R, G, G] (weights in [0, 1]) and their rows [R] -> codes [R, width]."""
-    needed = code_width(relations)
+    needed = code_width()
     if width < needed:
         raise ValueError(f"the region geometry code needs {needed} channels, the language model has {width}")
     regions = masks.shape[0]
@@ -122,7 +100,20 @@ def geometry_code(masks: torch.Tensor, sample_index: torch.Tensor, width: int,
     code[:, :place.shape[1]] = place
     slots = region_slots(sample_index).clamp_max(MAX_SLOTS - 1)
     code[torch.arange(regions, device=masks.device), place.shape[1] + slots] = SLOT_VALUE
-    if relations:
-        start = place.shape[1] + MAX_SLOTS
-        code[:, start:start + MAX_SLOTS] = relation_code(masks, sample_index)
     return code
+
+
+class RegionGeometry(RegionExtension):
+    """Adds the geometry code and the mask tags' own (trainable) embeddings, which the spliced vectors
+    otherwise replace, so the positions stay marked as regions. No parameters of its own."""
+
+    name = "geometry"
+    attribute = "region_geometry"
+    family = None  # nothing to train
+    stages = ()
+
+    def forward(self, rgb, depth, masks, sample_index, model):
+        code = geometry_code(masks, sample_index, rgb.shape[-1]).to(rgb.dtype)
+        table = model.get_input_embeddings().weight
+        return (rgb + code + table[model.config.mask_rgb_token_id].to(rgb.dtype),
+                depth + code + table[model.config.mask_depth_token_id].to(rgb.dtype))

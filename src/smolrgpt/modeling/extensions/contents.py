@@ -1,9 +1,9 @@
 """Region contents: an optional learned layer that adds to each region's vectors a summary of the other
-masks of the question that lie on it (`region_contents: true`; not in the paper, on in the tiny preset).
+masks of the question that lie on it (extension "contents"; not in the paper, on in the tiny preset).
 
 Why it exists: count ("how many pallets are in the rightmost buffer?") needs, for the chosen buffer, the
 number of pallets standing in it. Given which pallet stands in which buffer as a per-region code
-(`region_relations`), the tiny language model still listed pallets at random after 1,500 count-only steps
+(a relation code, since removed), the tiny language model still listed pallets at random after 1,500 count-only steps
 (docs/research.md): it has to bind each pallet's code to the buffer the question means, across tokens.
 Here the buffer's own vectors carry what stands on it, so the language model only has to pick the buffer
 and read its contents.
@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from smolrgpt.modeling.geometry import overlap_shares, same_row_others
+from smolrgpt.modeling.extensions.base import RegionExtension
+from smolrgpt.modeling.extensions.geometry import overlap_shares, same_row_others
 
 # The soft threshold on an edge's overlap share starts at one half, steep: a pallet in a buffer has most of
 # its weight on or beside the buffer (the share is 0.175 or more for 98.9% of the pallets inside on the
@@ -31,7 +32,10 @@ EDGE_THRESHOLD = 0.5
 EDGE_SHARPNESS = 10.0
 
 
-class RegionContents(nn.Module):
+class RegionContents(RegionExtension):
+    name = "contents"
+    attribute = "region_contents"
+
     def __init__(self, width: int, hidden: int):
         super().__init__()
         self.message = nn.Linear(2 * width, hidden)
@@ -42,8 +46,13 @@ class RegionContents(nn.Module):
         self.edge_threshold = nn.Parameter(torch.full((1,), EDGE_THRESHOLD))
         self.edge_sharpness = nn.Parameter(torch.full((1,), EDGE_SHARPNESS))
 
+    @classmethod
+    def for_model(cls, config) -> "RegionContents":
+        width = config.text_config.hidden_size
+        return cls(width, width)
+
     @torch.no_grad()
-    def reset_parameters(self) -> None:
+    def init_extension(self) -> None:
         """The layer's own edge parameters (its Linear children are initialised as the model's Linears are)."""
         self.edge_threshold.fill_(EDGE_THRESHOLD)
         self.edge_sharpness.fill_(EDGE_SHARPNESS)
@@ -54,10 +63,14 @@ class RegionContents(nn.Module):
         soft = torch.sigmoid(self.edge_sharpness * (on - self.edge_threshold))
         return torch.where(same_row_others(sample_index), soft, 0.0)
 
-    def forward(self, rgb: torch.Tensor, depth: torch.Tensor, masks: torch.Tensor,
-                sample_index: torch.Tensor) -> torch.Tensor:
+    def update(self, rgb: torch.Tensor, depth: torch.Tensor, masks: torch.Tensor,
+               sample_index: torch.Tensor) -> torch.Tensor:
         """Pooled region vectors [R, C] (RGB and depth), masks [R, G, G], rows [R] -> the update [R, C] that
         is added to both of each region's vectors."""
         messages = self.message(torch.cat([rgb, depth], dim=-1))  # [R, hidden]
         received = self.edges(masks, sample_index).to(messages.dtype) @ messages
         return self.output(nn.functional.gelu(self.receive(nn.functional.gelu(received))))
+
+    def forward(self, rgb, depth, masks, sample_index, model=None):
+        update = self.update(rgb, depth, masks, sample_index)
+        return rgb + update, depth + update
