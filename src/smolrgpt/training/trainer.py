@@ -38,9 +38,8 @@ def build_initial_model(model_cfg, max_length: int):
     """(model, processor) from `model.init`: a preset (random or backbone-initialised) or a checkpoint."""
     init = model_cfg.init
     if init.startswith("preset:"):
-        from smolrgpt.modeling.commands import resolve_language_source
         from smolrgpt.modeling.config import PRESETS
-        from smolrgpt.modeling.weights import build_from_backbones, tokenizer_for_preset
+        from smolrgpt.modeling.weights import build_from_backbones, resolve_language_source, tokenizer_for_preset
 
         preset = init.split(":", 1)[1]
         if preset not in PRESETS:
