@@ -11,7 +11,7 @@ from smolrgpt.data.sample import Region
 from smolrgpt.errors import SampleError
 from smolrgpt.processing.images import ImageDecodeError, depth_to_unit, depth_transform, rgb_transform
 from smolrgpt.processing.processor import SmolRGPTProcessor
-from smolrgpt.processing.prompt import IGNORE_INDEX, build_messages, expand_question, render_text
+from smolrgpt.processing.prompt import IGNORE_INDEX, build_messages, expand_question, image_prefix_ids, render_text
 from smolrgpt.processing.regions import RegionDecodeError, region_to_grid, regions_to_grid
 
 from conftest import make_sample
@@ -181,6 +181,15 @@ def test_labels_cover_answers_and_end_token_only(tiny_processor):
     inference = tiny_processor.prepare(sample, train=False)
     assert tok.decode(inference.input_ids).endswith("<|im_start|>assistant\n")
     assert (inference.labels == IGNORE_INDEX).all()
+
+
+def test_image_prefix_is_how_every_inference_prompt_starts(tiny_processor):
+    image_id = tiny_processor.tokenizer.convert_tokens_to_ids("<|image|>")
+    prefix = image_prefix_ids(tiny_processor.tokenizer, image_id, 64)
+    assert tiny_processor.tokenizer.decode(prefix) == "<|im_start|>user\n" + "<|image|>" * 64
+    for question, regions in (("How far is <mask> from <mask>?", 2), ("Is it left?", 0)):
+        ids, _ = tiny_processor.prompt_arrays([(question, None)], regions, train=False)
+        assert ids[:len(prefix)].tolist() == prefix
 
 
 def test_collate_dynamic_padding_both_sides(tiny_processor):

@@ -27,6 +27,7 @@ from smolrgpt.errors import SampleError
 from smolrgpt.decoding import generate_from_prefixes, prefix_kv
 from smolrgpt.modeling.region import LazyRefinedMap, mask_pool
 from smolrgpt.processing.images import ImageDecodeError, image_size_of
+from smolrgpt.processing.prompt import image_prefix_ids
 from smolrgpt.processing.regions import RegionDecodeError
 
 _frame_ids = itertools.count()
@@ -110,8 +111,8 @@ class SmolRGPT:
         self.lazy_refine = lazy_refine
         self.eos_token_id = processor.eos_token_id  # benchmarks set -1 to force fixed-length answers
         self.timings: defaultdict[str, float] = defaultdict(float)  # seconds per stage, for benchmarks
-        header = processor.tokenizer.encode("<|im_start|>user\n", add_special_tokens=False)
-        self.prefix_ids = np.asarray(header + [model.config.image_token_id] * model.config.num_image_tokens)
+        self.prefix_ids = np.asarray(image_prefix_ids(processor.tokenizer, model.config.image_token_id,
+                                                      model.config.num_image_tokens))
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str = "cpu", precision: str = "fp32", **kwargs):
