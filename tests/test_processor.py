@@ -12,7 +12,7 @@ from smolrgpt.errors import SampleError
 from smolrgpt.processing.images import ImageDecodeError, depth_to_unit, depth_transform, rgb_transform
 from smolrgpt.processing.processor import SmolRGPTProcessor
 from smolrgpt.processing.prompt import IGNORE_INDEX, build_messages, expand_question, image_prefix_ids, render_text
-from smolrgpt.processing.regions import RegionDecodeError, region_to_grid, regions_to_grid
+from smolrgpt.processing.regions import RegionDecodeError, parse_region, region_to_grid, regions_to_grid
 
 from conftest import make_sample
 
@@ -357,3 +357,37 @@ def test_preprocessing_cache_follows_the_processor_modes(tmp_path, tiny_processo
         np.testing.assert_allclose(direct.region_masks, cached.region_masks, atol=1e-3)  # float16 masks
     with pytest.raises(CacheError):  # a cache of the authors' preprocessing is not one of ours
         PreparedCache(tmp_path / "cache", tiny_processor, source=split)
+
+
+def test_one_region_parser_forms_and_messages():
+    rle = {"size": [4, 6], "counts": [3, 2, 19]}
+    mask = np.ones((4, 6), np.uint8)
+    assert parse_region([1, 2, 3, 4]) == Region("box", [1.0, 2.0, 3.0, 4.0])
+    assert parse_region({"box": (1, 2, 3, 4)}) == Region("box", [1.0, 2.0, 3.0, 4.0])
+    assert parse_region(rle) == parse_region({"rle": rle}) == Region("rle", rle)
+    assert parse_region({"rle": {"size": [4, 6], "counts": b"12"}}).data["counts"] == b"12"
+    assert parse_region({"polygon": [0, 0, 4, 0, 4, 3]}) == Region("polygon", [[0.0, 0.0, 4.0, 0.0, 4.0, 3.0]])
+    assert parse_region(mask).data is mask and parse_region("m.png") == Region("mask", "m.png")
+    region = Region("box", [0, 0, 1, 1])
+    assert parse_region(region) is region
+    cases = [([1, 2, float("nan"), 4], "r: a list region must be a box [x1, y1, x2, y2] of 4 numbers"),
+             (3, 'r: a region must be an object such as {"box": [x1, y1, x2, y2]}, got int'),
+             ({"box": [1, 2, 3, 4], "label": "x"}, "r: a region needs exactly one key of rle, box, polygon, mask; "
+                                                  "got ['box', 'label']"),
+             ({"box": [1, 2, 3]}, "r (box): a box must be [x1, y1, x2, y2], 4 numbers"),
+             ({"rle": {"size": [4, 6]}}, "r (rle): RLE must be an object with exactly 'size' and 'counts'"),
+             ({"rle": {"size": [4, True], "counts": []}}, "r (rle): size must be [height, width]"),
+             ({"rle": {"size": [4, 6], "counts": "é"}}, "r (rle): compressed counts must be an ASCII string"),
+             ({"rle": {"size": [4, 6], "counts": [1.5]}},
+              "r (rle): counts must be a compressed string or a list of run lengths"),
+             ({"polygon": [0, 0, 1, 1]}, "r (polygon): a polygon is a flat list [x0, y0, x1, y1, ...] of at least "
+                                         "3 points (or a list of such lists)"),
+             ({"circle": 3}, "r: unknown region kind 'circle'; use one of rle, box, polygon, mask")]
+    for spec, message in cases:
+        with pytest.raises(RegionDecodeError) as info:
+            parse_region(spec, "r")
+        assert str(info.value) == message
+    # a caller that reads masks itself (the HTTP service) gets every other key, and bare paths are refused
+    assert parse_region({"mask_file": 0}, masks=lambda kind, data: Region("mask", [kind, data])).data == ["mask_file", 0]
+    with pytest.raises(RegionDecodeError, match="got str"):
+        parse_region("/etc/passwd", masks=lambda kind, data: None)

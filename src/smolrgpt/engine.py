@@ -28,7 +28,7 @@ from smolrgpt.decoding import generate_from_prefixes, prefix_kv
 from smolrgpt.modeling.region import LazyRefinedMap, mask_pool
 from smolrgpt.processing.images import ImageDecodeError, image_size_of
 from smolrgpt.processing.prompt import image_prefix_ids
-from smolrgpt.processing.regions import RegionDecodeError
+from smolrgpt.processing.regions import RegionDecodeError, parse_region
 
 _frame_ids = itertools.count()
 
@@ -76,21 +76,8 @@ class Answer:
 
 def as_region(value) -> Region:
     """A Region from a Region, {"rle": ...}/{"box": ...}/{"polygon": ...}/{"mask": ...}, a COCO RLE dict,
-    a 4-number box, a 2-D array or a mask-image path."""
-    if isinstance(value, Region):
-        return value
-    if isinstance(value, dict):
-        if "counts" in value and "size" in value:
-            return Region("rle", value)
-        kinds = [k for k in ("rle", "box", "polygon", "mask") if k in value]
-        if len(kinds) == 1:
-            return Region(kinds[0], value[kinds[0]])
-        raise RegionDecodeError(f"a region dict needs exactly one of rle/box/polygon/mask, got keys {sorted(value)}")
-    if isinstance(value, (list, tuple)) and len(value) == 4 and all(isinstance(v, (int, float)) for v in value):
-        return Region("box", list(value))
-    if isinstance(value, (np.ndarray, str, Path)):
-        return Region("mask", value)
-    raise RegionDecodeError(f"cannot use a {type(value).__name__} as a region")
+    a 4-number box, a 2-D array or a mask-image path (processing.regions.parse_region)."""
+    return parse_region(value)
 
 
 class SmolRGPT:
