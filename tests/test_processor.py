@@ -341,7 +341,7 @@ def test_processor_modes_round_trip_and_old_configs_load_with_ours(tiny_processo
 
 def test_preprocessing_cache_follows_the_processor_modes(tmp_path, tiny_processor):
     from smolrgpt.data import open_dataset
-    from smolrgpt.data.cache import CacheError, PreparedCache, build_cache
+    from smolrgpt.processing.cache import CacheError, PreparedCache, build_cache
 
     from conftest import write_track3_split
 

@@ -183,6 +183,11 @@ class SmolRGPT:
         return self.model.finish_region_vectors(rgb, depth, masks, index, prompt)
 
     # -- questions -------------------------------------------------------------------------------------
+    @staticmethod
+    def question(frame: Frame, text: str, regions=(), id: str | None = None) -> Question:
+        """A Question for ask_batch (callers that hold an engine need not import this module)."""
+        return Question(frame, text, list(regions), id)
+
     def ask(self, frame: Frame, question: str, regions=(), **kwargs) -> Answer:
         return self.ask_batch([Question(frame, question, [as_region(r) for r in regions])], **kwargs)[0]
 

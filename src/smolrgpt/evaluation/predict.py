@@ -72,8 +72,6 @@ def predict(engine, samples: list[Sample], out_dir: str | Path, batch_size: int 
             max_new_tokens: int = 64, progress: bool = True, stop_after_batches: int | None = None,
             strict: bool = False) -> PredictResult:
     """Answer every sample's (last) question; resumable. `stop_after_batches` exists for crash tests."""
-    from smolrgpt.engine import Question
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = [s.id for s in samples]
@@ -105,7 +103,7 @@ def predict(engine, samples: list[Sample], out_dir: str | Path, batch_size: int 
                 except SmolRGPTError as exc:
                     _leave_out(bad, s, exc, strict)
                     continue
-                questions.append(Question(frames[key], s.turns[-1][0], list(s.regions), s.id))
+                questions.append(engine.question(frames[key], s.turns[-1][0], s.regions, s.id))
                 asked.append(s)
             try:
                 answers = engine.ask_batch(questions, max_new_tokens=max_new_tokens) if questions else []

@@ -138,6 +138,14 @@ def build_from_backbones(vision=None, language=None, tokenizer=None, preset: str
     return model, SmolRGPTProcessor.for_model(tokenizer, config, max_length=max_length)
 
 
+def preset_settings(preset: str):
+    """What a cache needs of a preset's processor (image size, mask grid): no tokenizer is loaded."""
+    from types import SimpleNamespace
+
+    config = SmolRGPTConfig.from_preset(preset)
+    return SimpleNamespace(image_size=config.vision_config.image_size, mask_grid_size=config.mask_grid)
+
+
 def tokenizer_for_preset(preset: str, tokenizer_source=None):
     """The tokenizer a preset uses: the tiny built-in one, or SmolLM2's (given, or found offline)."""
     from smolrgpt.modeling.config import PRESET_TOKENIZER

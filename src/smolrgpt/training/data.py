@@ -150,7 +150,7 @@ def open_cache(folder: str | None, processor, source: str | None, samples: list)
     """The cache for `samples`, checked up front: every sample must be in it (a stale cache is refused)."""
     if folder is None:
         return None
-    from smolrgpt.data.cache import CacheError, PreparedCache
+    from smolrgpt.processing.cache import CacheError, PreparedCache
 
     try:
         cache = PreparedCache(folder, processor, source=source)

@@ -51,16 +51,6 @@ def source_fingerprint(path: str | Path) -> dict:
     return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def preset_settings(preset: str):
-    """What a cache needs of a preset's processor (image size, mask grid): no tokenizer is loaded."""
-    from types import SimpleNamespace
-
-    from smolrgpt.modeling.config import SmolRGPTConfig
-
-    config = SmolRGPTConfig.from_preset(preset)
-    return SimpleNamespace(image_size=config.vision_config.image_size, mask_grid_size=config.mask_grid)
-
-
 def _modes(processor) -> tuple[str, str]:
     return getattr(processor, "mask_reduction", "area"), getattr(processor, "depth_transform", "smolrgpt")
 
