@@ -25,7 +25,8 @@ import torch
 from smolrgpt.data.sample import Region
 from smolrgpt.errors import SampleError
 from smolrgpt.decoding import generate_from_prefixes, prefix_kv
-from smolrgpt.modeling.region import LazyRefinedMap, mask_pool
+from smolrgpt.modeling.model import FrameFeatures
+from smolrgpt.modeling.region import LazyRefinedMap  # the type of a Frame's cached maps
 from smolrgpt.processing.images import ImageDecodeError, image_size_of
 from smolrgpt.processing.prompt import image_prefix_ids
 from smolrgpt.processing.regions import RegionDecodeError, parse_region
@@ -147,15 +148,17 @@ class SmolRGPT:
                 raise SampleError("questions with regions need a depth map", sample_id=missing)
             need_rgb = [f for f in chunk if f.image_tokens is None]
             need_depth = [f for f in chunk if with_regions and f.depth_tokens is None]
-            stacks = [f.pixel_values for f in need_rgb] + [f.depth_values for f in need_depth]
             with self._timed("vision_s"):
-                patches = self.model.encode_patches(torch.from_numpy(np.stack(stacks)).to(self.device))
+                features = self.model.get_frame_features(self._stack([f.pixel_values for f in need_rgb]),
+                                                         self._stack([f.depth_values for f in need_depth]))
             for i, f in enumerate(need_rgb):
-                f.image_tokens = self.model.rgb_connector(patches[i:i + 1])
-            for i, f in enumerate(need_depth, start=len(need_rgb)):
-                f.depth_tokens = self.model.depth_connector(patches[i:i + 1])
-                f.rgb_map = LazyRefinedMap(self.model.rgb_refiner, f.image_tokens)
-                f.depth_map = LazyRefinedMap(self.model.depth_refiner, f.depth_tokens)
+                f.image_tokens = features.image_tokens[i:i + 1]
+            for i, f in enumerate(need_depth):
+                f.depth_tokens = features.depth_tokens[i:i + 1]
+                f.rgb_map, f.depth_map = self.model.get_region_maps(FrameFeatures(f.image_tokens, f.depth_tokens))
+
+    def _stack(self, arrays: list[np.ndarray]) -> torch.Tensor | None:
+        return torch.from_numpy(np.stack(arrays)).to(self.device) if arrays else None
 
     def _frame_prefix(self, frame: Frame):
         if frame.prefix is None:
@@ -170,17 +173,15 @@ class SmolRGPT:
             return self._pool_regions(frame, masks, ids)
 
     def _pool_regions(self, frame: Frame, masks: torch.Tensor, ids: np.ndarray):
-        eps = self.model.config.mask_pool_eps
         index = torch.zeros(len(masks), dtype=torch.long, device=self.device)
-        if self.lazy_refine:
-            rgb, depth = frame.rgb_map.pool(masks, eps), frame.depth_map.pool(masks, eps)
-        else:
-            rgb = mask_pool(self.model.rgb_refiner(frame.image_tokens), masks, index, eps)
-            depth = mask_pool(self.model.depth_refiner(frame.depth_tokens), masks, index, eps)
         # only the mask groups need the prompt on the device: no copy per question otherwise
         prompt = (torch.from_numpy(np.asarray(ids, np.int64))[None].to(self.device)
                   if self.model.config.region_groups else None)
-        return self.model.finish_region_vectors(rgb, depth, masks, index, prompt)
+        if self.lazy_refine:
+            return self.model.get_region_features(masks, index, maps=(frame.rgb_map, frame.depth_map),
+                                                  input_ids=prompt)
+        return self.model.get_region_features(masks, index, FrameFeatures(frame.image_tokens, frame.depth_tokens),
+                                              dense=True, input_ids=prompt)
 
     # -- questions -------------------------------------------------------------------------------------
     @staticmethod
@@ -250,6 +251,9 @@ class SmolRGPT:
                                        eos_token_id=self.eos_token_id if self.eos_token_id >= 0 else None,
                                        pad_token_id=self.processor.pad_token_id, **generate_kwargs)
 
+    # Two generation loops on purpose: _generate_plain is transformers' generate (the reference, every
+    # sampling option); this one decodes from each frame's cached prompt-prefix KV, which generate cannot
+    # take per row, and test_engine checks both give the same answers.
     def _generate_with_prefix(self, chunk, prompts, region_vectors, max_new_tokens, generate_kwargs):
         n = len(self.prefix_ids)
         suffix_ids = [ids[n:] for ids, _ in prompts]
