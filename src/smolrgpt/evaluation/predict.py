@@ -50,7 +50,7 @@ def read_finished(path: Path) -> dict[str, dict]:
     return done
 
 
-def frame_key(sample: Sample) -> str:
+def encoding_key(sample: Sample) -> str:
     """Questions with the same key share one encoded frame: file frames by path, in-memory ones by object."""
     return sample.frame_key() or f"object:{id(sample.image)}:{id(sample.depth)}"
 
@@ -82,7 +82,7 @@ def predict(engine, samples: list[Sample], out_dir: str | Path, batch_size: int 
     todo = [s for s in samples if s.id not in finished]
     groups: dict = {}
     for s in todo:  # frame order of first appearance, questions of one frame together
-        groups.setdefault(frame_key(s), []).append(s)
+        groups.setdefault(encoding_key(s), []).append(s)
     ordered = [s for group in groups.values() for s in group]
     frames: dict = {}
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc="predict", unit="q", disable=not progress)
@@ -90,13 +90,13 @@ def predict(engine, samples: list[Sample], out_dir: str | Path, batch_size: int 
     with open(out_dir / PREDICTIONS, "a") as log:
         for start in range(0, len(ordered), batch_size):
             chunk = ordered[start:start + batch_size]
-            keys = {frame_key(s) for s in chunk}
+            keys = {encoding_key(s) for s in chunk}
             for key in list(frames):  # keep only the frames this batch needs: memory stays bounded
                 if key not in keys:
                     del frames[key]
             questions, asked = [], []
             for s in chunk:
-                key = frame_key(s)
+                key = encoding_key(s)
                 try:
                     if key not in frames:
                         frames[key] = engine.frame(s.image, s.depth, s.depth_polarity, frame_id=s.id)

@@ -39,7 +39,8 @@ class CacheError(SmolRGPTError):
     """The cache is missing, stale (source or settings changed), corrupt or incomplete."""
 
 
-def frame_key(sample: Sample) -> str:
+def cached_frame_key(sample: Sample) -> str:
+    """`Sample.frame_key`, required: the cache keeps only frames stored as files."""
     key = sample.frame_key()
     if key is None:
         raise CacheError(f"sample {sample.id!r}: only frames stored as files can be cached")
@@ -120,7 +121,7 @@ def build_cache(samples: Iterable[Sample], source: str | Path, processor, out_di
         def flush(batch, shard_no):
             work, new_frames = [], []
             for s in batch:
-                key = frame_key(s)
+                key = cached_frame_key(s)
                 need = key not in frame_shard
                 if need:
                     frame_shard[key] = shard_no
@@ -133,7 +134,7 @@ def build_cache(samples: Iterable[Sample], source: str | Path, processor, out_di
                 if sample_id in seen_ids:
                     raise CacheError(f"sample id {sample_id!r} occurs more than once in {source}")
                 seen_ids.add(sample_id)
-                key = frame_key(s)
+                key = cached_frame_key(s)
                 if "rgb" in arrays:
                     tensors[f"frame/{key}/rgb"] = torch.from_numpy(np.ascontiguousarray(arrays["rgb"]))
                     if "depth" in arrays:
@@ -239,7 +240,7 @@ class PreparedCache:
         located = self.samples.get(sample.id)
         if located is None:
             raise CacheError(f"sample {sample.id!r} is not in the cache {self.folder}")
-        if located.frame != frame_key(sample):
+        if located.frame != cached_frame_key(sample):
             raise CacheError(f"sample {sample.id!r}: the cache holds another frame for it (stale cache)")
         try:
             ids, labels = self.processor.prompt_arrays(sample.turns, len(sample.regions), train)
