@@ -70,6 +70,20 @@ def test_no_import_circle_between_folders():
     assert find_cycle(folder_graph()) is None
 
 
+def module_graph() -> dict[str, set[str]]:
+    """File-level edges among smolrgpt's own modules (entry points included)."""
+    def name(path: Path) -> str:
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    files = {name(p): p for p in PACKAGE.rglob("*.py")}
+    return {m: {x for x in _imports(p) if x in files and x != m} for m, p in files.items()}
+
+
+def test_no_import_circle_between_files():
+    assert find_cycle(module_graph()) is None
+
+
 def test_no_library_module_imports_a_command_line_module():
     offenders = sorted(f"{p.relative_to(PACKAGE)} imports {m}" for p in _library_files() for m in _imports(p)
                        if m.rsplit(".", 1)[-1].endswith("commands") and (PACKAGE.parent / (m.replace(".", "/") + ".py")).exists())
