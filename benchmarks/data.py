@@ -26,7 +26,7 @@ def peak_rss_mb() -> float:
 
 
 def time_size(width: int, height: int, frames: int, questions: int, workers: int, seed: int) -> dict:
-    from smolrgpt.synth.commands import SynthConfig, generate_dataset
+    from smolrgpt.synth.dataset import SynthConfig, generate_dataset
 
     with tempfile.TemporaryDirectory(prefix="synth-bench-") as tmp:
         config = SynthConfig(out=os.path.join(tmp, "set"), seed=seed, width=width, height=height,

@@ -55,7 +55,7 @@ def write_split(root: Path, frames: int, per_frame: int, masks: int, size=(1080,
 def measure(split: str, cache: str | None) -> dict:
     """One variant, in this process: every sample through reader + (cache or processor)."""
     from smolrgpt.data import open_dataset
-    from smolrgpt.data.cache import PreparedCache
+    from smolrgpt.processing.cache import PreparedCache
     from smolrgpt.processing.processor import SmolRGPTProcessor
     from smolrgpt.processing.tokenizer import build_tiny_tokenizer
 

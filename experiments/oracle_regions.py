@@ -154,7 +154,7 @@ def main(argv=None) -> int:
         parser.error("--asked-buffer-only applies to --category count")
     from smolrgpt.cli import main as cli
     from smolrgpt.data import open_dataset
-    from smolrgpt.data.cache import build_cache
+    from smolrgpt.processing.cache import build_cache
     from smolrgpt.data.sample import CATEGORIES
     from smolrgpt.demo.config import STAGE_CONFIGS
     from smolrgpt.modeling import model as modeling

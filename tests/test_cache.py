@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from smolrgpt.data import open_dataset
-from smolrgpt.data.cache import CacheError, PreparedCache, build_cache
+from smolrgpt.processing.cache import CacheError, PreparedCache, build_cache
 
 from conftest import write_track3_split
 

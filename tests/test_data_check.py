@@ -13,7 +13,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from smolrgpt.cli import main
-from smolrgpt.data.check import check_dataset
+from smolrgpt.processing.check import check_dataset
 from smolrgpt.data.track3 import answer_problem
 
 H, W = 12, 20

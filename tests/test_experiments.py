@@ -60,7 +60,7 @@ def test_accuracy_by_family_groups_by_the_scene_files_family(tmp_path, capsys):
 
     import pytest
 
-    from smolrgpt.synth.commands import SynthConfig, generate_dataset
+    from smolrgpt.synth.dataset import SynthConfig, generate_dataset
 
     by_family = _load("accuracy_by_family")
     generate_dataset(SynthConfig(out=str(tmp_path), width=320, height=180, frames=(("train", 0), ("val", 2), ("test", 0))),
@@ -95,7 +95,7 @@ def test_distance_ceiling_probes_two_region_distances_with_and_without_the_depth
 
     import pytest
 
-    from smolrgpt.synth.commands import SynthConfig, generate_dataset
+    from smolrgpt.synth.dataset import SynthConfig, generate_dataset
 
     ceiling = _load("distance_ceiling")
     generate_dataset(SynthConfig(out=str(tmp_path), width=320, height=180, questions_per_frame=25,

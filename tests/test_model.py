@@ -266,3 +266,26 @@ def test_a_random_encoder_starts_from_sincos_positions_and_saved_positions_survi
     model.save_pretrained(tmp_path)
     loaded = SmolRGPTForConditionalGeneration.from_pretrained(tmp_path)
     assert torch.equal(loaded.vision_tower.embeddings.position_embedding.weight, embeddings)
+
+
+@torch.no_grad()
+def test_public_inference_api_matches_encode_frames_and_its_pooling_strategies_agree(tiny_model, tiny_processor):
+    sample = make_sample("b", seed=1, question="Pallets <mask> <mask> <mask>?", answer="2",
+                         boxes=[[0, 0, 10, 10], [20, 20, 60, 60], [100, 0, 160, 90]])
+    batch = tiny_processor([sample])
+    frames = tiny_model.encode_frames(batch["pixel_values"], batch["depth_values"])
+    features = tiny_model.get_frame_features(batch["pixel_values"], batch["depth_values"])
+    torch.testing.assert_close(features.image_tokens, frames.image_tokens)
+    torch.testing.assert_close(features.depth_tokens, frames.depth_tokens)
+    depth_only = tiny_model.get_frame_features(None, batch["depth_values"])
+    assert depth_only.image_tokens is None
+    torch.testing.assert_close(depth_only.depth_tokens, frames.depth_tokens)
+    masks, index = batch["region_masks"], batch["region_sample_index"]
+    shared = tiny_model.get_region_features(masks, index, frames)
+    dense = tiny_model.get_region_features(masks, index, frames, dense=True)
+    lazy = tiny_model.get_region_features(masks, index, maps=tiny_model.get_region_maps(frames))
+    reference = tiny_model.region_vectors(frames, masks, index)
+    for got in (shared, dense, lazy):
+        torch.testing.assert_close(got[0], reference[0])
+        torch.testing.assert_close(got[1], reference[1])
+    assert not torch.equal(reference[0][0], reference[0][1])  # distinct regions: the comparison means something

@@ -11,8 +11,8 @@ from smolrgpt.data.sample import Region
 from smolrgpt.errors import SampleError
 from smolrgpt.processing.images import ImageDecodeError, depth_to_unit, depth_transform, rgb_transform
 from smolrgpt.processing.processor import SmolRGPTProcessor
-from smolrgpt.processing.prompt import IGNORE_INDEX, build_messages, expand_question, render_text
-from smolrgpt.processing.regions import RegionDecodeError, region_to_grid, regions_to_grid
+from smolrgpt.processing.prompt import IGNORE_INDEX, build_messages, expand_question, image_prefix_ids, render_text
+from smolrgpt.processing.regions import RegionDecodeError, parse_region, region_to_grid, regions_to_grid
 
 from conftest import make_sample
 
@@ -183,6 +183,15 @@ def test_labels_cover_answers_and_end_token_only(tiny_processor):
     assert (inference.labels == IGNORE_INDEX).all()
 
 
+def test_image_prefix_is_how_every_inference_prompt_starts(tiny_processor):
+    image_id = tiny_processor.tokenizer.convert_tokens_to_ids("<|image|>")
+    prefix = image_prefix_ids(tiny_processor.tokenizer, image_id, 64)
+    assert tiny_processor.tokenizer.decode(prefix) == "<|im_start|>user\n" + "<|image|>" * 64
+    for question, regions in (("How far is <mask> from <mask>?", 2), ("Is it left?", 0)):
+        ids, _ = tiny_processor.prompt_arrays([(question, None)], regions, train=False)
+        assert ids[:len(prefix)].tolist() == prefix
+
+
 def test_collate_dynamic_padding_both_sides(tiny_processor):
     a = tiny_processor.prepare(make_sample("a", question="Short <mask>?", answer="Yes."))
     b = tiny_processor.prepare(make_sample("b"))
@@ -332,7 +341,7 @@ def test_processor_modes_round_trip_and_old_configs_load_with_ours(tiny_processo
 
 def test_preprocessing_cache_follows_the_processor_modes(tmp_path, tiny_processor):
     from smolrgpt.data import open_dataset
-    from smolrgpt.data.cache import CacheError, PreparedCache, build_cache
+    from smolrgpt.processing.cache import CacheError, PreparedCache, build_cache
 
     from conftest import write_track3_split
 
@@ -348,3 +357,37 @@ def test_preprocessing_cache_follows_the_processor_modes(tmp_path, tiny_processo
         np.testing.assert_allclose(direct.region_masks, cached.region_masks, atol=1e-3)  # float16 masks
     with pytest.raises(CacheError):  # a cache of the authors' preprocessing is not one of ours
         PreparedCache(tmp_path / "cache", tiny_processor, source=split)
+
+
+def test_one_region_parser_forms_and_messages():
+    rle = {"size": [4, 6], "counts": [3, 2, 19]}
+    mask = np.ones((4, 6), np.uint8)
+    assert parse_region([1, 2, 3, 4]) == Region("box", [1.0, 2.0, 3.0, 4.0])
+    assert parse_region({"box": (1, 2, 3, 4)}) == Region("box", [1.0, 2.0, 3.0, 4.0])
+    assert parse_region(rle) == parse_region({"rle": rle}) == Region("rle", rle)
+    assert parse_region({"rle": {"size": [4, 6], "counts": b"12"}}).data["counts"] == b"12"
+    assert parse_region({"polygon": [0, 0, 4, 0, 4, 3]}) == Region("polygon", [[0.0, 0.0, 4.0, 0.0, 4.0, 3.0]])
+    assert parse_region(mask).data is mask and parse_region("m.png") == Region("mask", "m.png")
+    region = Region("box", [0, 0, 1, 1])
+    assert parse_region(region) is region
+    cases = [([1, 2, float("nan"), 4], "r: a list region must be a box [x1, y1, x2, y2] of 4 numbers"),
+             (3, 'r: a region must be an object such as {"box": [x1, y1, x2, y2]}, got int'),
+             ({"box": [1, 2, 3, 4], "label": "x"}, "r: a region needs exactly one key of rle, box, polygon, mask; "
+                                                  "got ['box', 'label']"),
+             ({"box": [1, 2, 3]}, "r (box): a box must be [x1, y1, x2, y2], 4 numbers"),
+             ({"rle": {"size": [4, 6]}}, "r (rle): RLE must be an object with exactly 'size' and 'counts'"),
+             ({"rle": {"size": [4, True], "counts": []}}, "r (rle): size must be [height, width]"),
+             ({"rle": {"size": [4, 6], "counts": "é"}}, "r (rle): compressed counts must be an ASCII string"),
+             ({"rle": {"size": [4, 6], "counts": [1.5]}},
+              "r (rle): counts must be a compressed string or a list of run lengths"),
+             ({"polygon": [0, 0, 1, 1]}, "r (polygon): a polygon is a flat list [x0, y0, x1, y1, ...] of at least "
+                                         "3 points (or a list of such lists)"),
+             ({"circle": 3}, "r: unknown region kind 'circle'; use one of rle, box, polygon, mask")]
+    for spec, message in cases:
+        with pytest.raises(RegionDecodeError) as info:
+            parse_region(spec, "r")
+        assert str(info.value) == message
+    # a caller that reads masks itself (the HTTP service) gets every other key, and bare paths are refused
+    assert parse_region({"mask_file": 0}, masks=lambda kind, data: Region("mask", [kind, data])).data == ["mask_file", 0]
+    with pytest.raises(RegionDecodeError, match="got str"):
+        parse_region("/etc/passwd", masks=lambda kind, data: None)

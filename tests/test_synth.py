@@ -13,7 +13,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from smolrgpt.cli import main
-from smolrgpt.synth.commands import SynthConfig, generate_dataset
+from smolrgpt.synth.dataset import SynthConfig, generate_dataset
 from smolrgpt.synth.questions import MIN_VISIBLE_FRACTION
 
 # The real 100-record sample lives in the shared folder beside the checkout; SMOLRGPT_TRACK3_SAMPLE overrides.

@@ -105,7 +105,7 @@ def test_token_lengths_refuse_or_skip_bad_samples(tiny_processor):
 
 def test_training_reads_a_preprocessing_cache(tmp_path, tiny_processor):
     """`data.train_cache` gives the model what the processor would (masks stored in float16)."""
-    cache_mod = pytest.importorskip("smolrgpt.data.cache")
+    cache_mod = pytest.importorskip("smolrgpt.processing.cache")
     from smolrgpt.training.data import PreparedDataset, open_cache
 
     root = write_track3_set(tmp_path / "d", {"train": 3})

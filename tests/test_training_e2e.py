@@ -15,7 +15,7 @@ from smolrgpt.modeling.checkpoint import load_checkpoint
 from smolrgpt.training.config import load_config
 from training_helpers import DEMO_CONFIGS, write_track3_set
 
-HAVE_SYNTH = importlib.util.find_spec("smolrgpt.synth.commands") is not None
+HAVE_SYNTH = importlib.util.find_spec("smolrgpt.synth.dataset") is not None
 HAVE_EVAL = all(importlib.util.find_spec(m) for m in ("smolrgpt.evaluation.normalize", "smolrgpt.evaluation.score"))
 needs_synth = pytest.mark.skipif(not HAVE_SYNTH, reason="the synthetic generator (smolrgpt.synth) is not installed")
 needs_eval = pytest.mark.skipif(not HAVE_EVAL, reason="smolrgpt.evaluation (normaliser, scorer) is not installed")
@@ -30,7 +30,7 @@ def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     if not HAVE_SYNTH:
         return write_track3_set(root, {"train": 6, "val": 2}, questions_per_frame=5, size=(90, 160))
-    from smolrgpt.synth.commands import SynthConfig, generate_dataset
+    from smolrgpt.synth.dataset import SynthConfig, generate_dataset
 
     generate_dataset(SynthConfig(out=str(root), width=320, height=180,
                                  frames=(("train", 6), ("val", 2), ("test", 0))), progress=False)

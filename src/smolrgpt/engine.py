@@ -25,9 +25,11 @@ import torch
 from smolrgpt.data.sample import Region
 from smolrgpt.errors import SampleError
 from smolrgpt.decoding import generate_from_prefixes, prefix_kv
-from smolrgpt.modeling.region import LazyRefinedMap, mask_pool
+from smolrgpt.modeling.model import FrameFeatures
+from smolrgpt.modeling.region import LazyRefinedMap  # the type of a Frame's cached maps
 from smolrgpt.processing.images import ImageDecodeError, image_size_of
-from smolrgpt.processing.regions import RegionDecodeError
+from smolrgpt.processing.prompt import image_prefix_ids
+from smolrgpt.processing.regions import RegionDecodeError, parse_region
 
 _frame_ids = itertools.count()
 
@@ -75,21 +77,8 @@ class Answer:
 
 def as_region(value) -> Region:
     """A Region from a Region, {"rle": ...}/{"box": ...}/{"polygon": ...}/{"mask": ...}, a COCO RLE dict,
-    a 4-number box, a 2-D array or a mask-image path."""
-    if isinstance(value, Region):
-        return value
-    if isinstance(value, dict):
-        if "counts" in value and "size" in value:
-            return Region("rle", value)
-        kinds = [k for k in ("rle", "box", "polygon", "mask") if k in value]
-        if len(kinds) == 1:
-            return Region(kinds[0], value[kinds[0]])
-        raise RegionDecodeError(f"a region dict needs exactly one of rle/box/polygon/mask, got keys {sorted(value)}")
-    if isinstance(value, (list, tuple)) and len(value) == 4 and all(isinstance(v, (int, float)) for v in value):
-        return Region("box", list(value))
-    if isinstance(value, (np.ndarray, str, Path)):
-        return Region("mask", value)
-    raise RegionDecodeError(f"cannot use a {type(value).__name__} as a region")
+    a 4-number box, a 2-D array or a mask-image path (processing.regions.parse_region)."""
+    return parse_region(value)
 
 
 class SmolRGPT:
@@ -110,8 +99,8 @@ class SmolRGPT:
         self.lazy_refine = lazy_refine
         self.eos_token_id = processor.eos_token_id  # benchmarks set -1 to force fixed-length answers
         self.timings: defaultdict[str, float] = defaultdict(float)  # seconds per stage, for benchmarks
-        header = processor.tokenizer.encode("<|im_start|>user\n", add_special_tokens=False)
-        self.prefix_ids = np.asarray(header + [model.config.image_token_id] * model.config.num_image_tokens)
+        self.prefix_ids = np.asarray(image_prefix_ids(processor.tokenizer, model.config.image_token_id,
+                                                      model.config.num_image_tokens))
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str = "cpu", precision: str = "fp32", **kwargs):
@@ -159,15 +148,17 @@ class SmolRGPT:
                 raise SampleError("questions with regions need a depth map", sample_id=missing)
             need_rgb = [f for f in chunk if f.image_tokens is None]
             need_depth = [f for f in chunk if with_regions and f.depth_tokens is None]
-            stacks = [f.pixel_values for f in need_rgb] + [f.depth_values for f in need_depth]
             with self._timed("vision_s"):
-                patches = self.model.encode_patches(torch.from_numpy(np.stack(stacks)).to(self.device))
+                features = self.model.get_frame_features(self._stack([f.pixel_values for f in need_rgb]),
+                                                         self._stack([f.depth_values for f in need_depth]))
             for i, f in enumerate(need_rgb):
-                f.image_tokens = self.model.rgb_connector(patches[i:i + 1])
-            for i, f in enumerate(need_depth, start=len(need_rgb)):
-                f.depth_tokens = self.model.depth_connector(patches[i:i + 1])
-                f.rgb_map = LazyRefinedMap(self.model.rgb_refiner, f.image_tokens)
-                f.depth_map = LazyRefinedMap(self.model.depth_refiner, f.depth_tokens)
+                f.image_tokens = features.image_tokens[i:i + 1]
+            for i, f in enumerate(need_depth):
+                f.depth_tokens = features.depth_tokens[i:i + 1]
+                f.rgb_map, f.depth_map = self.model.get_region_maps(FrameFeatures(f.image_tokens, f.depth_tokens))
+
+    def _stack(self, arrays: list[np.ndarray]) -> torch.Tensor | None:
+        return torch.from_numpy(np.stack(arrays)).to(self.device) if arrays else None
 
     def _frame_prefix(self, frame: Frame):
         if frame.prefix is None:
@@ -177,21 +168,23 @@ class SmolRGPT:
                 frame.prefix = prefix_kv(self.model.language_model, embeds)
         return frame.prefix
 
-    def _region_vectors(self, frame: Frame, masks: torch.Tensor, ids: np.ndarray):
+    def _region_vectors(self, frame: Frame, masks: torch.Tensor):
         with self._timed("refiner_pool_s"):
-            return self._pool_regions(frame, masks, ids)
+            return self._pool_regions(frame, masks)
 
-    def _pool_regions(self, frame: Frame, masks: torch.Tensor, ids: np.ndarray):
-        eps = self.model.config.mask_pool_eps
+    def _pool_regions(self, frame: Frame, masks: torch.Tensor):
         index = torch.zeros(len(masks), dtype=torch.long, device=self.device)
         if self.lazy_refine:
-            rgb, depth = frame.rgb_map.pool(masks, eps), frame.depth_map.pool(masks, eps)
-        else:
-            rgb = mask_pool(self.model.rgb_refiner(frame.image_tokens), masks, index, eps)
-            depth = mask_pool(self.model.depth_refiner(frame.depth_tokens), masks, index, eps)
-        return self.model.finish_region_vectors(rgb, depth, masks, index)
+            return self.model.get_region_features(masks, index, maps=(frame.rgb_map, frame.depth_map))
+        return self.model.get_region_features(masks, index, FrameFeatures(frame.image_tokens, frame.depth_tokens),
+                                              dense=True)
 
     # -- questions -------------------------------------------------------------------------------------
+    @staticmethod
+    def question(frame: Frame, text: str, regions=(), id: str | None = None) -> Question:
+        """A Question for ask_batch (callers that hold an engine need not import this module)."""
+        return Question(frame, text, list(regions), id)
+
     def ask(self, frame: Frame, question: str, regions=(), **kwargs) -> Answer:
         return self.ask_batch([Question(frame, question, [as_region(r) for r in regions])], **kwargs)[0]
 
@@ -225,7 +218,7 @@ class SmolRGPT:
         region_vectors = []
         for q, (ids, masks) in zip(chunk, prompts):
             vectors = (None if masks is None
-                       else self._region_vectors(q.frame, torch.from_numpy(masks).to(self.device), ids))
+                       else self._region_vectors(q.frame, torch.from_numpy(masks).to(self.device)))
             region_vectors.append(vectors)
         if self.reuse_prefix and all(np.array_equal(ids[:len(self.prefix_ids)], self.prefix_ids) for ids, _ in prompts):
             tokens = self._generate_with_prefix(chunk, prompts, region_vectors, max_new_tokens, generate_kwargs)
@@ -254,6 +247,9 @@ class SmolRGPT:
                                        eos_token_id=self.eos_token_id if self.eos_token_id >= 0 else None,
                                        pad_token_id=self.processor.pad_token_id, **generate_kwargs)
 
+    # Two generation loops on purpose: _generate_plain is transformers' generate (the reference, every
+    # sampling option); this one decodes from each frame's cached prompt-prefix KV, which generate cannot
+    # take per row, and test_engine checks both give the same answers.
     def _generate_with_prefix(self, chunk, prompts, region_vectors, max_new_tokens, generate_kwargs):
         n = len(self.prefix_ids)
         suffix_ids = [ids[n:] for ids, _ in prompts]

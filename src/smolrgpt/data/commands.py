@@ -33,7 +33,7 @@ def _add_check_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from smolrgpt.data.check import check_dataset, report_json
+    from smolrgpt.processing.check import check_dataset, report_json
 
     options = {"depth_polarity": args.depth_polarity} if args.depth_polarity else {}
     from smolrgpt.errors import ConfigError
@@ -76,8 +76,9 @@ def _add_prepare_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run_prepare(args: argparse.Namespace) -> int:
     from smolrgpt.data import open_dataset
-    from smolrgpt.data.cache import build_cache, preset_settings
     from smolrgpt.errors import ConfigError
+    from smolrgpt.modeling.weights import preset_settings
+    from smolrgpt.processing.cache import build_cache
     from smolrgpt.processing.processor import SmolRGPTProcessor
 
     if args.jobs < 1 or args.samples_per_shard < 1:

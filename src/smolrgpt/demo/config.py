@@ -60,7 +60,7 @@ class DemoConfig(SettingsFile):
 
 
 def validate(config: DemoConfig) -> DemoConfig:
-    from smolrgpt.synth.commands import parse_size
+    from smolrgpt.synth.dataset import parse_size
 
     d, b = config.data, config.budget
     try:

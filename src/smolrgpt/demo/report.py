@@ -78,7 +78,7 @@ def evaluate_demo(demo) -> dict:
     from smolrgpt.data import open_dataset
     from smolrgpt.demo.baselines import constant_predictions, random_predictions
     from smolrgpt.engine import SmolRGPT
-    from smolrgpt.evaluation.eval_commands import write_evaluation
+    from smolrgpt.evaluation.summary import write_evaluation
     from smolrgpt.evaluation.predict import predict
     from smolrgpt.evaluation.score import score_submission
 

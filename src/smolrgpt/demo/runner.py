@@ -98,7 +98,7 @@ class Demo:
         return print_summary(self.out, self.state.data)
 
     def make_data(self) -> dict:
-        from smolrgpt.synth.commands import SynthConfig, generate_dataset, parse_size
+        from smolrgpt.synth.dataset import SynthConfig, generate_dataset, parse_size
 
         d = self.config.data
         width, height = parse_size(d.size)
@@ -116,7 +116,8 @@ class Demo:
 
     def make_caches(self) -> dict:
         from smolrgpt.data import open_dataset
-        from smolrgpt.data.cache import build_cache, preset_settings
+        from smolrgpt.modeling.weights import preset_settings
+        from smolrgpt.processing.cache import build_cache
 
         if not self.config.model.init.startswith("preset:"):
             raise ConfigError("model.init: the demo starts from a preset (preset:NAME)")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,9 @@ from smolrgpt.atomic import write_text_atomic
 from smolrgpt.data.sample import CATEGORIES
 from smolrgpt.errors import SampleError
 from smolrgpt.evaluation.normalize import UNANSWERABLE, classify_question, normalize_answer
-from smolrgpt.evaluation.score import DEFAULT_RULE, RULES, ScoreReport, SubmissionError, read_text_file, score_files
+from smolrgpt.evaluation.score import DEFAULT_RULE, RULES, SubmissionError, read_text_file, score_files
+from smolrgpt.evaluation.summary import format_report, write_chart
 
-_INVALID_SHOWN = 20  # the table lists this many invalid predictions; --json lists them all
 
 
 # --------------------------------------------------------------------------- score
@@ -83,60 +82,6 @@ def run_score(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"chart written to {args.chart}")
     return 0
-
-
-def _pct(value: float | None) -> str:
-    return "   n/a" if value is None else f"{value:6.2f}"
-
-
-def format_report(report: ScoreReport, title: str = "") -> str:
-    lines = [f"Track 3 score{': ' + title if title else ''}", "",
-             f"{'category':<14}{'accuracy %':>11}{'correct':>9}{'n':>7}"]
-    for category in CATEGORIES:
-        lines.append(f"{category:<14}{_pct(report.categories[category]):>11}"
-                     f"{report.correct[category]:>9}{report.counts[category]:>7}")
-    lines.append(f"{'final (macro)':<14}{_pct(report.final):>11}")
-    lines.append("")
-    lines.append(f"comparison rule: {report.rule}")
-    if report.distance_mae is not None:
-        abs_rel = "n/a" if report.distance_abs_rel is None else f"{report.distance_abs_rel:.3f}"
-        lines.append(f"distance: mean abs error {report.distance_mae:.3f} m, mean abs-rel error {abs_rel}")
-    if report.count_mae is not None:
-        lines.append(f"count:    mean abs error {report.count_mae:.3f}")
-    if report.invalid:
-        lines.append(f"invalid predictions (counted wrong): {len(report.invalid)}")
-        for record_id in report.invalid[:_INVALID_SHOWN]:
-            lines.append(f"  {record_id}: {report.invalid_values[record_id]!r}")
-        if len(report.invalid) > _INVALID_SHOWN:
-            lines.append(f"  ... and {len(report.invalid) - _INVALID_SHOWN} more (see --json)")
-    else:
-        lines.append("invalid predictions: none")
-    if report.partial:
-        lines.append(f"partial scoring: {len(report.missing)} ground-truth id(s) not predicted, "
-                     f"{len(report.extra)} predicted id(s) not in the ground truth (both ignored)")
-    return "\n".join(lines)
-
-
-def write_chart(report: ScoreReport, path: str | os.PathLike, title: str = "") -> None:
-    """Bar chart of the four category accuracies and the final score (Agg canvas: no display needed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    names = [*CATEGORIES, "final"]
-    values = [report.categories[c] or 0.0 for c in CATEGORIES] + [report.final or 0.0]
-    figure = Figure(figsize=(6.4, 3.6), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    bars = axes.bar(names, values, color=["#4C72B0"] * len(CATEGORIES) + ["#DD8452"])
-    for bar, value in zip(bars, values):
-        axes.annotate(f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, value),
-                      ha="center", va="bottom", fontsize=9)
-    axes.set_ylim(0, 110)
-    axes.set_ylabel("accuracy (%)")
-    axes.set_title(f"Track 3 score{': ' + title if title else ''}")
-    figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
 
 
 # --------------------------------------------------------------------------- normalize

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from smolrgpt.evaluation.summary import write_bench_evaluation, write_evaluation
+
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="SmolRGPT checkpoint folder")
@@ -169,52 +171,6 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gallery", type=int, default=4, help="examples per category in the HTML gallery")
     p.add_argument("--rule", choices=("official", "exact-decimal"), default="official",
                    help="how length bounds are compared (see `smolrgpt score --help`); default official")
-
-
-def write_evaluation(samples, rows: list[dict], out: Path, title: str, gallery: int, partial: bool = False,
-                     headline: str = "", rule: str = "official"):
-    """Score `predict` rows against the samples' answers and write report.txt/json, the confusion tables,
-    scores.png, distance_errors.png and the gallery; `headline` replaces the score table's text. Returns
-    the ScoreReport."""
-    from smolrgpt.atomic import write_json_atomic
-    from smolrgpt.evaluation.commands import format_report, write_chart
-    from smolrgpt.evaluation.report import (confusion, distance_histogram, format_confusion, pick_examples,
-                                            write_gallery)
-    from smolrgpt.evaluation.score import score_submission
-
-    predictions = {r["id"]: r for r in rows}
-    gt = [{"id": s.id, "category": s.category, "normalized_answer": s.normalized_answer} for s in samples]
-    report = score_submission(gt, [{"id": r["id"], "normalized_answer": r["normalized_answer"]} for r in rows],
-                              partial=partial, rule=rule)
-    pairs = [(s.category, s.normalized_answer, predictions[s.id]["normalized_answer"]) for s in samples]
-    text = [headline or format_report(report, title=title), "",
-            format_confusion(confusion(pairs, "left_right"), "left_right"), "",
-            format_confusion(confusion(pairs, "mcq"), "mcq")]
-    n_hist = distance_histogram(pairs, out / "distance_errors.png")
-    write_chart(report, out / "scores.png", title=title)
-    page = write_gallery(pick_examples(samples, predictions, gallery), predictions, out, f"SmolRGPT on {title}")
-    (out / "report.txt").write_text("\n".join(text) + "\n")
-    write_json_atomic(out / "report.json", report.to_dict(), indent=1)
-    print("\n".join(text))
-    print(f"\nwrote {out / 'report.txt'}, {out / 'report.json'}, {out / 'scores.png'}, "
-          f"{out / 'distance_errors.png'} ({n_hist} distances), {page}")
-    return report
-
-
-def write_bench_evaluation(samples, rows: list[dict], out: Path, title: str, partial: bool = False,
-                           rule: str = "official"):
-    """Score `predict` rows (their free-form `answer`) on SpatialRGPT-Bench samples; write report.txt and
-    report.json (the Table 1 columns and every record's reading). Returns the BenchReport."""
-    from smolrgpt.atomic import write_json_atomic, write_text_atomic
-    from smolrgpt.evaluation.spatialbench import format_table, score_spatialbench
-
-    report = score_spatialbench(samples, {r["id"]: r["answer"] for r in rows}, partial=partial, rule=rule)
-    text = format_table(report, title=title)
-    write_text_atomic(out / "report.txt", text + "\n")
-    write_json_atomic(out / "report.json", report.to_dict(with_results=True), indent=1)
-    print(text)
-    print(f"\nwrote {out / 'report.txt'}, {out / 'report.json'}")
-    return report
 
 
 def _apply_answers(samples, gt_path: str, data_path: str) -> None:

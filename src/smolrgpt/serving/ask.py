@@ -58,6 +58,15 @@ def add_ask_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="let --show replace an existing file")
 
 
+def _region(spec, where: str) -> Region:
+    from smolrgpt.processing.regions import RegionDecodeError, parse_region  # torch: only when asked
+
+    try:
+        return parse_region(spec, where)
+    except RegionDecodeError as exc:
+        raise AskError(str(exc)) from None
+
+
 def parse_box(text: str) -> Region:
     parts = [s.strip() for s in text.split(",")]
     try:
@@ -68,7 +77,7 @@ def parse_box(text: str) -> Region:
         raise AskError(f"bad --box {text!r}: the coordinates must be finite numbers (no nan or inf)")
     if not (x2 > x1 and y2 > y1):
         raise AskError(f"bad --box {text!r}: x2 must be greater than x1 and y2 greater than y1")
-    return Region("box", [x1, y1, x2, y2])
+    return _region([x1, y1, x2, y2], f"--box {text!r}")
 
 
 def read_rle_file(path: str) -> list[Region]:
@@ -86,7 +95,7 @@ def read_rle_file(path: str) -> list[Region]:
         raise AskError(f"{path} holds an empty list: it has no region (give one COCO RLE dict or a list of them)")
     if not all(isinstance(d, dict) and "size" in d and "counts" in d for d in items):
         raise AskError(f"{path} must hold a COCO RLE dict {{\"size\": [h, w], \"counts\": ...}} or a list of them")
-    return [Region("rle", d) for d in items]
+    return [_region({"rle": d}, f"{path} region {i}") for i, d in enumerate(items)]
 
 
 def collect_regions(items: list[tuple[str, str]]) -> list[Region]:
@@ -102,7 +111,7 @@ def collect_regions(items: list[tuple[str, str]]) -> list[Region]:
                 raise AskError(f"--mask {value} is a folder, not an image file")
             if not Path(value).is_file():
                 raise AskError(f"mask file not found: {value}")
-            regions.append(Region("mask", value))
+            regions.append(_region(value, f"--mask {value}"))
     return regions
 
 

@@ -4,7 +4,6 @@ import base64
 import binascii
 import functools
 import io
-import math
 import re
 import threading
 from collections import OrderedDict
@@ -17,6 +16,7 @@ from PIL import Image
 from smolrgpt.data.sample import Region
 from smolrgpt.engine import Frame
 from smolrgpt.processing.regions import RegionDecodeError, regions_to_grid
+from smolrgpt.processing.regions import parse_region as parse_region_spec
 
 
 # ----------------------------------------------------------------------------------------------- limits
@@ -108,67 +108,34 @@ def open_image_bytes(data: bytes, what: str, limits: Limits, expect_size: tuple[
 
 
 # --------------------------------------------------------------------------------------------- regions
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def parse_region(spec: Any, k: int, image_size: tuple[int, int], limits: Limits,
                  mask_files: list[bytes] | None = None, used: set | None = None) -> Region:
-    """One region from a request: {"rle": {...}}, {"box": [x1, y1, x2, y2]}, {"polygon": [[x, y, ...]]},
-    {"mask": base64 image}, {"mask_file": i} (multipart), a bare COCO RLE dict or a 4-number box."""
+    """One region from a request: what processing.regions.parse_region reads, with masks sent as base64
+    images ({"mask": ...}) or as uploaded files ({"mask_file": i}, multipart)."""
     where = f"region {k}"
-    if isinstance(spec, list):
-        if len(spec) == 4 and all(_number(v) for v in spec):
-            return Region("box", [float(v) for v in spec])
-        raise _unprocessable(f"{where}: a list region must be a box [x1, y1, x2, y2] of 4 numbers")
-    if not isinstance(spec, dict):
-        raise _unprocessable(f"{where}: a region must be an object such as {{\"box\": [x1, y1, x2, y2]}}, "
-                             f"got {type(spec).__name__}")
-    if "counts" in spec and "size" in spec and len(spec) == 2:
-        spec = {"rle": spec}
-    if len(spec) != 1:
-        raise _unprocessable(f"{where}: a region needs exactly one key of rle, box, polygon, mask, mask_file; "
-                             f"got {sorted(spec)}")
-    (kind, data), = spec.items()
-    if kind == "box":
-        if not (isinstance(data, list) and len(data) == 4 and all(_number(v) for v in data)):
-            raise _unprocessable(f"{where} (box): a box must be [x1, y1, x2, y2], 4 numbers")
-        return Region("box", [float(v) for v in data])
-    if kind == "rle":
-        if not (isinstance(data, dict) and set(data) == {"size", "counts"}):
-            raise _unprocessable(f"{where} (rle): RLE must be an object with exactly 'size' and 'counts'")
-        size, counts = data["size"], data["counts"]
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
-                                                                  for v in size)):
-            raise _unprocessable(f"{where} (rle): size must be [height, width]")
-        if isinstance(counts, str):
-            if not counts.isascii():
-                raise _unprocessable(f"{where} (rle): compressed counts must be an ASCII string")
-        elif not (isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in counts)):
-            raise _unprocessable(f"{where} (rle): counts must be a compressed string or a list of run lengths")
-        return Region("rle", {"size": list(size), "counts": counts})
-    if kind == "polygon":
-        polys = data if isinstance(data, list) and data and isinstance(data[0], list) else [data]
-        if not all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 and all(_number(v) for v in p)
-                   for p in polys):
-            raise _unprocessable(f"{where} (polygon): a polygon is a flat list [x0, y0, x1, y1, ...] of at "
-                                 "least 3 points (or a list of such lists)")
-        return Region("polygon", [[float(v) for v in p] for p in polys])
-    if kind == "mask":
-        img = open_image_bytes(decode_base64(data, f"{where} (mask)"), f"{where} (mask)", limits, image_size)
-        return Region("mask", mask_array(img))
-    if kind == "mask_file":
-        if mask_files is None:
-            raise _unprocessable(f"{where}: mask_file refers to an uploaded file; only multipart requests have them")
-        if not (isinstance(data, int) and not isinstance(data, bool) and 0 <= data < len(mask_files)):
-            raise _unprocessable(f"{where}: mask_file must be an index of the {len(mask_files)} uploaded "
-                                 f"'masks' file(s), got {data!r}")
-        if used is not None:
-            used.add(data)
-        img = open_image_bytes(mask_files[data], f"{where} (masks file {data})", limits, image_size)
-        return Region("mask", mask_array(img))
-    raise _unprocessable(f"{where}: unknown region kind {kind!r}; use one of rle, box, polygon, mask"
-                         + (", mask_file" if mask_files is not None else ""))
+
+    def masks(kind: str, data) -> Region:
+        if kind == "mask":
+            img = open_image_bytes(decode_base64(data, f"{where} (mask)"), f"{where} (mask)", limits, image_size)
+            return Region("mask", mask_array(img))
+        if kind == "mask_file":
+            if mask_files is None:
+                raise _unprocessable(f"{where}: mask_file refers to an uploaded file; only multipart requests "
+                                     "have them")
+            if not (isinstance(data, int) and not isinstance(data, bool) and 0 <= data < len(mask_files)):
+                raise _unprocessable(f"{where}: mask_file must be an index of the {len(mask_files)} uploaded "
+                                     f"'masks' file(s), got {data!r}")
+            if used is not None:
+                used.add(data)
+            img = open_image_bytes(mask_files[data], f"{where} (masks file {data})", limits, image_size)
+            return Region("mask", mask_array(img))
+        raise _unprocessable(f"{where}: unknown region kind {kind!r}; use one of rle, box, polygon, mask"
+                             + (", mask_file" if mask_files is not None else ""))
+
+    try:
+        return parse_region_spec(spec, where, masks, kinds="rle, box, polygon, mask, mask_file")
+    except RegionDecodeError as exc:
+        raise _unprocessable(str(exc)) from None
 
 
 def mask_array(img: Image.Image) -> np.ndarray:

@@ -75,8 +75,9 @@ def with_normalized_answers(samples: list, reasoned: bool = False) -> list:
     return out
 
 
-def frame_key(sample) -> str | None:
-    """What identifies the frame of a sample: its image path (or the bytes of an in-memory image)."""
+def image_key(sample) -> str | None:
+    """What identifies the image of a sample for splitting by frame: its path (or the bytes of an in-memory
+    image); unlike `Sample.frame_key`, the depth map and its polarity are not part of it."""
     image = sample.image
     if isinstance(image, (str, Path)):
         return os.path.abspath(image)  # no file-system calls: cheap for 600K samples
@@ -87,14 +88,14 @@ def frame_key(sample) -> str | None:
 
 def split_by_frame(samples: list, fraction: float, seed: int) -> tuple[list, list]:
     """Hold out whole frames (every question about a held-out frame goes to validation)."""
-    keys = sorted({frame_key(s) or f"id:{s.id}" for s in samples})
+    keys = sorted({image_key(s) or f"id:{s.id}" for s in samples})
     rng = np.random.default_rng(seed)
     n_val = max(1, int(round(fraction * len(keys))))
     if n_val >= len(keys):
         raise ConfigError(f"data.val_fraction={fraction} leaves no training frame ({len(keys)} frames)")
     held = {keys[i] for i in rng.permutation(len(keys))[:n_val]}
-    train = [s for s in samples if (frame_key(s) or f"id:{s.id}") not in held]
-    val = [s for s in samples if (frame_key(s) or f"id:{s.id}") in held]
+    train = [s for s in samples if (image_key(s) or f"id:{s.id}") not in held]
+    val = [s for s in samples if (image_key(s) or f"id:{s.id}") in held]
     return train, val
 
 
@@ -104,8 +105,8 @@ def check_disjoint(train: list, val: list) -> None:
     if ids:
         raise ConfigError(f"{len(ids)} sample id(s) are in both the training and the validation data, "
                           f"e.g. {sorted(ids)[:3]}")
-    train_frames = {frame_key(s) for s in train} - {None}
-    frames = {k for s in val if (k := frame_key(s)) in train_frames}
+    train_frames = {image_key(s) for s in train} - {None}
+    frames = {k for s in val if (k := image_key(s)) in train_frames}
     if frames:
         raise ConfigError(f"{len(frames)} frame(s) are in both the training and the validation data, "
                           f"e.g. {sorted(frames)[:3]}")
@@ -150,7 +151,7 @@ def open_cache(folder: str | None, processor, source: str | None, samples: list)
     """The cache for `samples`, checked up front: every sample must be in it (a stale cache is refused)."""
     if folder is None:
         return None
-    from smolrgpt.data.cache import CacheError, PreparedCache
+    from smolrgpt.processing.cache import CacheError, PreparedCache
 
     try:
         cache = PreparedCache(folder, processor, source=source)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from smolrgpt.errors import CheckpointError, ConfigError
+from smolrgpt.modeling.stages import TOP_LEVEL_MODULES, present_modules
 from smolrgpt.training import distributed as D
 from smolrgpt.training import recipe, state as S
 from smolrgpt.training.config import TrainingConfig, config_from_dict, differences, read_yaml
@@ -38,9 +39,8 @@ def build_initial_model(model_cfg, max_length: int):
     """(model, processor) from `model.init`: a preset (random or backbone-initialised) or a checkpoint."""
     init = model_cfg.init
     if init.startswith("preset:"):
-        from smolrgpt.modeling.commands import resolve_language_source
         from smolrgpt.modeling.config import PRESETS
-        from smolrgpt.modeling.weights import build_from_backbones, tokenizer_for_preset
+        from smolrgpt.modeling.weights import build_from_backbones, resolve_language_source, tokenizer_for_preset
 
         preset = init.split(":", 1)[1]
         if preset not in PRESETS:
@@ -206,8 +206,7 @@ class Trainer:
     def _set_modes(self, training: bool) -> None:
         self.model.train(training)
         if training:  # frozen modules stay in eval mode (no dropout / statistics updates in them)
-            for name in ("vision_tower", "rgb_connector", "depth_connector", "rgb_refiner", "depth_refiner",
-                         "language_model"):
+            for name in present_modules(self.core, TOP_LEVEL_MODULES):
                 if name not in self.trainable:
                     getattr(self.core, name).eval()
 

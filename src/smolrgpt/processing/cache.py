@@ -39,7 +39,8 @@ class CacheError(SmolRGPTError):
     """The cache is missing, stale (source or settings changed), corrupt or incomplete."""
 
 
-def frame_key(sample: Sample) -> str:
+def cached_frame_key(sample: Sample) -> str:
+    """`Sample.frame_key`, required: the cache keeps only frames stored as files."""
     key = sample.frame_key()
     if key is None:
         raise CacheError(f"sample {sample.id!r}: only frames stored as files can be cached")
@@ -49,16 +50,6 @@ def frame_key(sample: Sample) -> str:
 def source_fingerprint(path: str | Path) -> dict:
     stat = Path(path).stat()
     return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def preset_settings(preset: str):
-    """What a cache needs of a preset's processor (image size, mask grid): no tokenizer is loaded."""
-    from types import SimpleNamespace
-
-    from smolrgpt.modeling.config import SmolRGPTConfig
-
-    config = SmolRGPTConfig.from_preset(preset)
-    return SimpleNamespace(image_size=config.vision_config.image_size, mask_grid_size=config.mask_grid)
 
 
 def _modes(processor) -> tuple[str, str]:
@@ -130,7 +121,7 @@ def build_cache(samples: Iterable[Sample], source: str | Path, processor, out_di
         def flush(batch, shard_no):
             work, new_frames = [], []
             for s in batch:
-                key = frame_key(s)
+                key = cached_frame_key(s)
                 need = key not in frame_shard
                 if need:
                     frame_shard[key] = shard_no
@@ -143,7 +134,7 @@ def build_cache(samples: Iterable[Sample], source: str | Path, processor, out_di
                 if sample_id in seen_ids:
                     raise CacheError(f"sample id {sample_id!r} occurs more than once in {source}")
                 seen_ids.add(sample_id)
-                key = frame_key(s)
+                key = cached_frame_key(s)
                 if "rgb" in arrays:
                     tensors[f"frame/{key}/rgb"] = torch.from_numpy(np.ascontiguousarray(arrays["rgb"]))
                     if "depth" in arrays:
@@ -249,7 +240,7 @@ class PreparedCache:
         located = self.samples.get(sample.id)
         if located is None:
             raise CacheError(f"sample {sample.id!r} is not in the cache {self.folder}")
-        if located.frame != frame_key(sample):
+        if located.frame != cached_frame_key(sample):
             raise CacheError(f"sample {sample.id!r}: the cache holds another frame for it (stale cache)")
         try:
             ids, labels = self.processor.prompt_arrays(sample.turns, len(sample.regions), train)
