@@ -8,7 +8,7 @@ import torch
 
 from conftest import make_sample
 from smolrgpt.errors import ConfigError
-from smolrgpt.modeling.stages import TRAINABLE_MODULES
+from smolrgpt.modeling.stages import MODULE_FAMILY, TRAINABLE_MODULES
 from smolrgpt.training import recipe
 from smolrgpt.training.config import LearningRates, OptimSection
 
@@ -62,7 +62,7 @@ def test_parameter_groups_and_frozen_modules(tiny_model, stage):
     seen = set()
     for group in opt.param_groups:
         module, kind = group["name"].split("/")
-        assert group["lr"] == family_lr[recipe.MODULE_FAMILY[module]]
+        assert group["lr"] == family_lr[MODULE_FAMILY[module]]
         for p in group["params"]:
             assert id(p) not in seen and p.requires_grad
             seen.add(id(p))

@@ -24,6 +24,16 @@ def _with_extensions(names: tuple[str, ...], extensions) -> tuple[str, ...]:
 TRAINABLE_MODULES = {stage: _with_extensions(names, trainable_extensions(stage))
                      for stage, names in PAPER_MODULES.items()}
 TOP_LEVEL_MODULES = _with_extensions(("vision_tower",) + PAPER_MODULES[3], trainable_extensions())
+# Which learning rate (optim.lr.<family>) each trainable module uses.
+MODULE_FAMILY = {
+    "rgb_connector": "connectors",
+    "depth_connector": "connectors",
+    "rgb_refiner": "refiners",
+    "depth_refiner": "refiners",
+    "language_model": "language_model",
+    "vision_tower": "vision_tower",
+    **trainable_extensions(),  # each region extension declares its own family
+}
 
 
 def present_modules(model: nn.Module, names) -> tuple[str, ...]:

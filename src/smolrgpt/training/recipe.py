@@ -25,20 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from smolrgpt.errors import ConfigError
-from smolrgpt.modeling.extensions import trainable_extensions
-from smolrgpt.modeling.stages import TRAINABLE_MODULES, present_modules, set_trainable
+from smolrgpt.modeling.stages import MODULE_FAMILY, TRAINABLE_MODULES, present_modules, set_trainable
 from smolrgpt.processing.prompt import IGNORE_INDEX
 
-# Which learning rate (optim.lr.<family>) each trainable module uses.
-MODULE_FAMILY = {
-    "rgb_connector": "connectors",
-    "depth_connector": "connectors",
-    "rgb_refiner": "refiners",
-    "depth_refiner": "refiners",
-    "language_model": "language_model",
-    "vision_tower": "vision_tower",
-    **trainable_extensions(),  # each region extension declares its own family
-}
 
 
 def trained_modules(model: nn.Module, stage: int, lr=None) -> tuple[str, ...]:
