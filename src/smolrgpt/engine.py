@@ -169,15 +169,12 @@ class SmolRGPT:
         return frame.prefix
 
     def _region_vectors(self, frame: Frame, masks: torch.Tensor):
-        with self._timed("refiner_pool_s"):
-            return self._pool_regions(frame, masks)
-
-    def _pool_regions(self, frame: Frame, masks: torch.Tensor):
         index = torch.zeros(len(masks), dtype=torch.long, device=self.device)
-        if self.lazy_refine:
-            return self.model.get_region_features(masks, index, maps=(frame.rgb_map, frame.depth_map))
-        return self.model.get_region_features(masks, index, FrameFeatures(frame.image_tokens, frame.depth_tokens),
-                                              dense=True)
+        with self._timed("refiner_pool_s"):
+            if self.lazy_refine:
+                return self.model.get_region_features(masks, index, maps=(frame.rgb_map, frame.depth_map))
+            return self.model.get_region_features(masks, index, FrameFeatures(frame.image_tokens, frame.depth_tokens),
+                                                  dense=True)
 
     # -- questions -------------------------------------------------------------------------------------
     @staticmethod
