@@ -10,7 +10,10 @@ the 135m preset) answers --prompts chat prompts greedily for exactly --tokens to
 identical answers and `token_agreement`, the share of fp32's tokens reproduced before each answer's first
 divergence. A mode is accuracy-preserving when >= 99% of answers are identical and (with a split) the
 score is within 0.5 points of fp32's; `ACCURACY_PRESERVING` in smolrgpt/modeling/precision.py records
-the verdicts `precision=auto` relies on. Prints a table, then one JSON line.
+the verdicts `precision=auto` relies on. The reference is fp32 with F.linear's layout (`fp32/row`); every
+mode, fp32 included, runs with --weight-layout (default auto: oneDNN-run fp32 layers where the CPU is
+faster with them; `onednn` forces them, e.g. on the small demo checkpoint where auto keeps F.linear).
+Prints a table, then one JSON line.
 """
 from __future__ import annotations
 
@@ -43,6 +46,17 @@ PROMPTS = [
 ]
 
 
+REFERENCE = "fp32/row"  # fp32 through F.linear, the layout every other mode is held against
+
+
+def _converted(base, mode: str, device: str, weight_layout: str):
+    """A copy of `base` converted for `mode` ("fp32/row": the reference)."""
+    from smolrgpt.modeling.precision import apply_precision
+
+    precision, layout = ("fp32", "row") if mode == REFERENCE else (mode, weight_layout)
+    return apply_precision(copy.deepcopy(base).eval(), precision, device, weight_layout=layout)
+
+
 def gate(identical: float, score_drop: float | None) -> bool:
     return identical >= MIN_IDENTICAL and (score_drop is None or abs(score_drop) <= MAX_SCORE_DROP)
 
@@ -54,14 +68,13 @@ def checkpoint_gate(args, modes: list[str]) -> dict:
     from smolrgpt.evaluation.predict import predict
     from smolrgpt.evaluation.score import load_records, score_submission
     from smolrgpt.modeling.checkpoint import load_checkpoint
-    from smolrgpt.modeling.precision import apply_precision
 
     samples = list(open_dataset(args.data, "auto"))[: args.limit or None]
     truth = [r for r in load_records(args.data) if r["id"] in {s.id for s in samples}]
     base, processor = load_checkpoint(args.model, device=args.device)
     rows, answers = {}, {}
     for mode in modes:
-        model = apply_precision(copy.deepcopy(base).eval(), mode, args.device)
+        model = _converted(base, mode, args.device, args.weight_layout)
         engine = SmolRGPT(model, processor, device=args.device, batch_size=args.batch_size,
                           max_new_tokens=args.max_new_tokens)
         start = time.perf_counter()
@@ -72,13 +85,14 @@ def checkpoint_gate(args, modes: list[str]) -> dict:
         answers[mode] = {r["id"]: r for r in result.rows}
         report = score_submission(truth, [{"id": i, "normalized_answer": r["normalized_answer"]}
                                           for i, r in answers[mode].items()], partial=bool(args.limit))
-        rows[mode] = {"score": round(report.final, 2), "questions_per_s": round(len(samples) / seconds, 2)}
+        rows[mode] = {"score": round(report.final, 2), "questions_per_s": round(len(samples) / seconds, 2),
+                      "weight_layout": model.weight_layout}
         del engine, model
     for mode in modes:
-        ref, got = answers["fp32"], answers[mode]
+        ref, got = answers[REFERENCE], answers[mode]
         same = sum(got[i]["normalized_answer"] == ref[i]["normalized_answer"] for i in ref) / len(ref)
         text = sum(got[i]["answer"] == ref[i]["answer"] for i in ref) / len(ref)
-        drop = rows["fp32"]["score"] - rows[mode]["score"]
+        drop = rows[REFERENCE]["score"] - rows[mode]["score"]
         rows[mode].update(identical_normalized=round(same, 4), identical_text=round(text, 4),
                           score_drop=round(drop, 2), accuracy_preserving=gate(same, drop))
     return {"benchmark": "precision_accuracy", "target": "checkpoint", "model": str(args.model),
@@ -87,7 +101,6 @@ def checkpoint_gate(args, modes: list[str]) -> dict:
 
 def real_lm_gate(args, modes: list[str]) -> dict:
     """Greedy answers of the real SmolLM2-135M per mode: identical answers and token agreement."""
-    from smolrgpt.modeling.precision import apply_precision
     from smolrgpt.modeling.weights import build_from_backbones, find_smollm2_gguf
 
     gguf = find_smollm2_gguf()
@@ -101,15 +114,17 @@ def real_lm_gate(args, modes: list[str]) -> dict:
                                    return_tensors="pt")["input_ids"] for p in prompts]
     tokens, rows = {}, {}
     for mode in modes:
-        lm = apply_precision(copy.deepcopy(base).eval(), mode, "cpu").language_model
+        model = _converted(base, mode, "cpu", args.weight_layout)
+        lm, layout = model.language_model, model.weight_layout
         start = time.perf_counter()
         with torch.no_grad():  # exactly --tokens tokens per answer: the end token does not stop it
             tokens[mode] = [lm.generate(x, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False,
                                         pad_token_id=processor.pad_token_id)[0, x.shape[1]:].tolist() for x in ids]
-        rows[mode] = {"tokens_per_s": round(len(ids) * args.tokens / (time.perf_counter() - start), 1)}
-        del lm
+        rows[mode] = {"tokens_per_s": round(len(ids) * args.tokens / (time.perf_counter() - start), 1),
+                      "weight_layout": layout}
+        del lm, model
     for mode in modes:
-        ref, got = tokens["fp32"], tokens[mode]
+        ref, got = tokens[REFERENCE], tokens[mode]
         agreeing = sum(next((i for i, (a, b) in enumerate(zip(r, g)) if a != b), len(r)) for r, g in zip(ref, got))
         same = sum(r == g for r, g in zip(ref, got)) / len(ref)
         rows[mode].update(identical_answers=round(same, 4), token_agreement=round(agreeing / sum(map(len, ref)), 4),
@@ -124,7 +139,10 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help="trained SmolRGPT checkpoint folder (e.g. the demo's OUT/model)")
     parser.add_argument("--data", help="its validation split (e.g. the demo's OUT/data/val.json)")
     parser.add_argument("--real-lm", action="store_true", help="the real SmolLM2-135M instead of a checkpoint")
-    parser.add_argument("--modes", default="fp32,fp16w,int8", help="comma-separated; fp32 is the reference")
+    parser.add_argument("--modes", default="fp32,fp16w,int8",
+                        help=f"comma-separated, each held against {REFERENCE} (fp32 through F.linear)")
+    parser.add_argument("--weight-layout", default="auto", choices=("auto", "row", "onednn"),
+                        help="how the modes run their fp32 linear layers on a CPU (the reference: row)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (checkpoint mode; modes: fp32,bf16 on GPUs)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N questions of the split")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -137,7 +155,7 @@ def main(argv=None) -> int:
         parser.error("give either --model and --data, or --real-lm")
     if args.threads:
         torch.set_num_threads(args.threads)
-    modes = ["fp32"] + [m for m in args.modes.split(",") if m and m != "fp32"]
+    modes = [REFERENCE] + [m for m in args.modes.split(",") if m]
     result = real_lm_gate(args, modes) if args.real_lm else checkpoint_gate(args, modes)
     report(result, args.real_lm)
     return 0
@@ -149,9 +167,10 @@ def report(result: dict, real_lm: bool = False) -> None:
           + ("" if real_lm else f", score within {MAX_SCORE_DROP} points"))
     columns = (["identical_answers", "token_agreement", "tokens_per_s"] if real_lm
                else ["score", "identical_normalized", "identical_text", "questions_per_s"])
-    print(f"{'mode':<8}" + "".join(f"{c:>22}" for c in columns) + f"{'preserving':>12}")
+    columns.append("weight_layout")
+    print(f"{'mode':<10}" + "".join(f"{c:>22}" for c in columns) + f"{'preserving':>12}")
     for mode, row in result["modes"].items():
-        print(f"{mode:<8}" + "".join(f"{row[c]:>22}" for c in columns) + f"{str(row['accuracy_preserving']):>12}")
+        print(f"{mode:<10}" + "".join(f"{row[c]:>22}" for c in columns) + f"{str(row['accuracy_preserving']):>12}")
     print(f"peak RSS {result['peak_rss_mb']:.0f} MB")
     print(json.dumps(result))
 

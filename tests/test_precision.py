@@ -1,14 +1,16 @@
-"""Inference precision: column-major fp32 weights (same values and answers, tied weights stay tied, the
-automatic layout follows the measured speed), fp16 and int8 weight-only layers against plain references,
-and which mode `auto` picks."""
+"""Inference precision: oneDNN-run fp32 linear layers (F.linear's values and the same answers, tied
+weights, the automatic layout follows the measured speed), fp16 and int8 weight-only layers against plain
+references, and which mode `auto` picks."""
 import pytest
 import torch
 
 from smolrgpt.engine import SmolRGPT
 from smolrgpt.modeling import precision
-from smolrgpt.modeling.precision import apply_precision, linear_shapes, to_column_major
+from smolrgpt.modeling.precision import OneDnnLinear, apply_precision, linear_shapes
 
 from conftest import liven, make_frame
+
+needs_onednn = pytest.mark.skipif(not precision.onednn_available(), reason="this torch build has no oneDNN")
 
 
 def _tie_head(model):
@@ -17,22 +19,23 @@ def _tie_head(model):
     return model
 
 
-def test_column_major_keeps_values_names_and_ties(tiny_model):
-    model = _tie_head(tiny_model)
-    before = {k: v.clone() for k, v in model.language_model.state_dict().items()}
-    to_column_major(model.language_model)
-    after = model.language_model.state_dict()
-    assert before.keys() == after.keys()
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    lm = model.language_model
-    up = lm.model.layers[0].mlp.up_proj.weight
-    assert up.stride() == (1, up.shape[0]) and up.requires_grad  # the flag is kept
-    assert lm.lm_head.weight is lm.get_input_embeddings().weight  # still one tensor
-    assert lm.lm_head.weight.stride() == (1, lm.lm_head.weight.shape[0])
-    assert linear_shapes(lm).count(tuple(lm.lm_head.weight.shape)) == 1
+@needs_onednn
+@pytest.mark.parametrize("rows", [1, 3, 8, 64])
+def test_onednn_linear_matches_f_linear(rows):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 40)
+    x = torch.randn(2, rows, 96)
+    layer = OneDnnLinear(linear)
+    out = layer(x)
+    assert out.shape == (2, rows, 40) and out.dtype == torch.float32
+    torch.testing.assert_close(out, linear(x), rtol=1e-5, atol=1e-5)  # fp32: only the order of the sums differs
+    no_bias = OneDnnLinear(torch.nn.Linear(96, 40, bias=False))
+    assert no_bias.bias is None and "bias=False" in repr(no_bias)
+    torch.testing.assert_close(layer(x[:, ::2]), linear(x[:, ::2]), rtol=1e-5, atol=1e-5)  # strided input
 
 
-def test_column_major_engine_gives_the_same_answers(tiny_model, tiny_processor):
+@needs_onednn
+def test_onednn_layout_keeps_answers_and_the_tied_table(tiny_model, tiny_processor):
     liven(_tie_head(tiny_model))
     rgb, depth = make_frame(0)
     question, regions = "How far is <mask> from <mask>?", [[0, 0, 40, 30], [80, 40, 150, 85]]
@@ -42,9 +45,13 @@ def test_column_major_engine_gives_the_same_answers(tiny_model, tiny_processor):
     logits_row = tiny_model.language_model(ids).logits
     row = [engine.ask(frame, question, regions, normalize=False).text,
            engine.ask(frame, "Describe the scene.", [], normalize=False).text]
-    apply_precision(tiny_model, "fp32", "cpu", weight_layout="column")
-    assert tiny_model.language_model.model.layers[0].self_attn.q_proj.weight.stride()[0] == 1
-    torch.testing.assert_close(tiny_model.language_model(ids).logits, logits_row, rtol=1e-5, atol=1e-5)
+    table = tiny_model.language_model.get_input_embeddings().weight
+    apply_precision(tiny_model, "fp32", "cpu", weight_layout="onednn")
+    assert tiny_model.weight_layout == "onednn"
+    assert not any(isinstance(m, torch.nn.Linear) for m in tiny_model.modules())  # vision, connectors, LM
+    lm = tiny_model.language_model
+    assert isinstance(lm.lm_head, OneDnnLinear) and lm.get_input_embeddings().weight is table
+    torch.testing.assert_close(lm(ids).logits, logits_row, rtol=1e-5, atol=1e-5)
     frame = engine.frame(rgb, depth)
     assert [engine.ask(frame, question, regions, normalize=False).text,
             engine.ask(frame, "Describe the scene.", [], normalize=False).text] == row
@@ -53,29 +60,41 @@ def test_column_major_engine_gives_the_same_answers(tiny_model, tiny_processor):
 @pytest.mark.parametrize("speedup, min_bytes, converted", [(1.5, 0, True), (1.02, 0, False), (1.5, 2**40, False)])
 def test_auto_layout_follows_the_measurement(tiny_model, monkeypatch, speedup, min_bytes, converted):
     calls = []
-    monkeypatch.setattr(precision, "column_major_speedup", lambda mix: calls.append(mix) or speedup)
+    monkeypatch.setattr(precision, "onednn_available", lambda: True)
+    monkeypatch.setattr(precision, "onednn_speedup", lambda mix: calls.append(mix) or speedup)
     monkeypatch.setattr(precision, "LAYOUT_MIN_BYTES", min_bytes)
+    shapes = linear_shapes(tiny_model)
     apply_precision(tiny_model, "fp32", "cpu")
-    weight = tiny_model.language_model.model.layers[0].mlp.down_proj.weight
-    assert (weight.stride()[0] == 1) is converted
-    if min_bytes == 0:  # the probe sees each weight shape with its count
-        lm_shapes = linear_shapes(tiny_model.language_model)
-        assert calls == [tuple(sorted((s, lm_shapes.count(s)) for s in set(lm_shapes)))]
-    assert tiny_model.vision_tower.encoder.layers[0].mlp.fc1.weight.is_contiguous()
+    assert (tiny_model.weight_layout == "onednn") is converted
+    assert isinstance(tiny_model.vision_tower.encoder.layers[0].mlp.fc1, OneDnnLinear) is converted
+    assert isinstance(tiny_model.language_model.model.layers[0].mlp.down_proj, OneDnnLinear) is converted
+    if min_bytes == 0:  # the probe sees each weight shape of the whole model with its count
+        assert calls == [tuple(sorted((s, shapes.count(s)) for s in set(shapes)))]
+
+
+@needs_onednn
+def test_reduced_modes_run_the_rest_through_onednn(tiny_model):
+    apply_precision(tiny_model, "fp16w", "cpu", weight_layout="onednn")
+    assert isinstance(tiny_model.language_model.lm_head, precision.Fp16WeightLinear)
+    assert isinstance(tiny_model.vision_tower.encoder.layers[0].mlp.fc1, OneDnnLinear)
+    assert not any(isinstance(m, torch.nn.Linear) for m in tiny_model.modules())
 
 
 def test_layout_errors(tiny_model):
     with pytest.raises(ValueError, match="weight_layout must be one of"):
-        apply_precision(tiny_model, "fp32", "cpu", weight_layout="diagonal")
-    with pytest.raises(ValueError, match="CPU fp32 option; this is int8 on cpu"):
-        apply_precision(tiny_model, "int8", "cpu", weight_layout="column")
+        apply_precision(tiny_model, "fp32", "cpu", weight_layout="column")
+    with pytest.raises(ValueError, match="weight_layout='onednn' runs fp32 layers on CPUs with oneDNN; this is fp32 on cuda"):
+        apply_precision(tiny_model, "fp32", "cuda", weight_layout="onednn")
+    with pytest.raises(ValueError, match="bf16 is a GPU mode here"):
+        apply_precision(tiny_model, "bf16", "cpu")
 
 
-def test_speedup_probe_measures_both_layouts():
-    precision.column_major_speedup.cache_clear()
-    ratio = precision.column_major_speedup((((64, 32), 3), ((32, 64), 1)), probe_bytes=2**20)
-    assert 0.1 < ratio < 10
-    assert precision.column_major_speedup.cache_info().currsize == 1
+@needs_onednn
+def test_speedup_probe_measures_both_kinds():
+    precision.onednn_speedup.cache_clear()
+    ratio = precision.onednn_speedup((((64, 32), 3), ((32, 64), 1)), probe_bytes=2**20)
+    assert 0.05 < ratio < 20
+    assert precision.onednn_speedup.cache_info().currsize == 1
 
 
 def _reference_int8(weight, bias, x):

@@ -18,12 +18,13 @@ changed 7 of 8 greedy answers of the real SmolLM2-135M) is gone; `int8` now name
 `auto` picks, per device, the fastest mode that the accuracy gate (benchmarks/precision_accuracy.py)
 found accuracy-preserving: `ACCURACY_PRESERVING` records its verdicts, docs/performance.md the numbers.
 
-In fp32 on a CPU, batch-1 decoding streams every language-model weight once per token. This CPU's BLAS
-streams a weight stored column-major ([out, in] with strides (1, out): `x @ W.T` becomes a row-major
-matrix-vector product) 1.2-1.5x faster than the row-major one nn.Linear keeps (24-27 GB/s against 17-21
-GB/s for SmolLM2-360M's shapes; benchmarks/decode_profile.py), while prefill matrix products run at the
-same speed either way. `weight_layout="auto"` measures both layouts on the running CPU once per process
-and keeps the faster.
+On a CPU every nn.Linear that a mode leaves in fp32 (the whole model in fp32; the vision tower,
+connectors and region extensions in fp16w and int8) can be run by oneDNN from a weight reordered once
+into its blocked layout (`OneDnnLinear`): the same fp32 math, only the order of the sums differs. torch's
+CPU build sends F.linear to MKL, which on some x86 CPUs (AMD's among them) takes a narrower code path:
+there oneDNN ran 2-2.8x faster for the vision tower's and prefill's products and streamed batch-1 and
+2-8-row decoding weights 1.5-3x faster (benchmarks/decode_profile.py). `weight_layout="auto"` measures
+both on the running CPU once per process and keeps oneDNN only where it is at least 1.1x faster.
 """
 from __future__ import annotations
 
@@ -37,9 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 PRECISIONS = ("auto", "fp32", "fp16w", "int8", "bf16")
-WEIGHT_LAYOUTS = ("auto", "row", "column")
-# Below this many bytes of language-model weights the weights stay in the CPU caches between tokens and
-# decoding is not limited by memory reads, so the layout is left alone and auto keeps fp32 weights.
+WEIGHT_LAYOUTS = ("auto", "row", "onednn")
+# Below this many bytes of linear weights a model stays in the CPU caches and per-call overhead, not the
+# kernel, sets its speed: auto leaves the layout alone there and keeps fp32 language-model weights.
 LAYOUT_MIN_BYTES = 64 * 2**20
 # The accuracy gate's verdicts: >= 99% of normalized answers equal to fp32's and the Track 3 score within
 # 0.5 points on a trained checkpoint, and identical greedy answers on the real SmolLM2-135M
@@ -49,6 +50,9 @@ LAYOUT_MIN_BYTES = 64 * 2**20
 ACCURACY_PRESERVING = {"fp32": True, "fp16w": True, "int8": False, "bf16": False}
 # Fastest first, as measured by benchmarks/inference.py (int8 is slowest on a CPU: see above).
 SPEED_ORDER = {"cpu": ("fp16w", "fp32", "int8"), "cuda": ("bf16", "fp32")}
+# oneDNN picks its blocked weight layout for an expected row count; 8 (the largest decode batch) runs
+# 1-row decoding, 2-8-row batches and prefill/vision products at their best speeds alike.
+ONEDNN_BATCH_HINT = 8
 # int8 layers multiply up to this many rows with the int8 kernel (decode steps, batches of up to 8 rows
 # and a little more); larger inputs (prefill) use the dequantised weight, where compute, not bytes, counts.
 INT8_PACKED_ROWS = 16
@@ -85,11 +89,13 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
 
 def apply_precision(model: nn.Module, precision: str, device: str | torch.device,
                     weight_layout: str = "auto") -> nn.Module:
-    """Convert an eval-mode model in place (returns it); `model.inference_precision` names the mode run.
+    """Convert an eval-mode model in place (returns it) for inference; `model.inference_precision` names
+    the mode run and `model.weight_layout` how the remaining fp32 linear layers run.
     fp16w / int8: the language model's nn.Linear layers (the output head included; the input embedding
     stays a float table) get fp16 / per-channel int8 weights, everything else stays fp32.
-    weight_layout (fp32 on a CPU): "column" stores the language model's linear weights column-major,
-    "row" leaves them, "auto" picks the faster on the running CPU (`column_major_speedup`)."""
+    weight_layout (CPU): "onednn" runs every remaining fp32 nn.Linear from a oneDNN-reordered weight
+    (`OneDnnLinear`), "row" leaves them to F.linear, "auto" picks the faster on the running CPU
+    (`onednn_speedup`). A converted model is for inference only: save one that was not converted."""
     resolved = resolve_precision(precision, device)
     if precision == "auto" and resolved == "fp16w" and _linear_bytes(model.language_model) < LAYOUT_MIN_BYTES:
         # weights that stay in the CPU caches are not read from memory: fewer bytes gain nothing there, and
@@ -99,35 +105,40 @@ def apply_precision(model: nn.Module, precision: str, device: str | torch.device
         log.info("precision=auto: the language model's weights fit in the caches; fp32")
     if weight_layout not in WEIGHT_LAYOUTS:
         raise ValueError(f"weight_layout must be one of {WEIGHT_LAYOUTS}, got {weight_layout!r}")
-    cpu_fp32 = resolved == "fp32" and torch.device(device).type == "cpu"
-    if weight_layout == "column" and not cpu_fp32:
-        raise ValueError(f"weight_layout='column' is a CPU fp32 option; this is {resolved} on {device}")
-    if resolved == "bf16" and torch.device(device).type == "cpu":
-        raise ValueError("bf16 on this CPU is slower than fp32 by 5-70x; use fp32 or fp16w")
+    on_cpu = torch.device(device).type == "cpu"
+    if weight_layout == "onednn" and not (on_cpu and resolved != "bf16" and onednn_available()):
+        raise ValueError(f"weight_layout='onednn' runs fp32 layers on CPUs with oneDNN; this is {resolved} on {device}")
+    if resolved == "bf16" and on_cpu:
+        raise ValueError("bf16 is a GPU mode here (its answers have not passed the accuracy gate on a CPU); "
+                         "use fp32 or fp16w")
     if resolved in ("fp16w", "int8") and not supported(resolved, device):
         raise ValueError(f"precision {resolved} runs on CPUs (fp16w needs fbgemm, i.e. x86); "
                          f"use bf16 or fp32 on {device}")
     model.inference_precision = resolved
-    if cpu_fp32 and weight_layout != "row":
-        shapes = linear_shapes(model.language_model)
-        mix = tuple(sorted((shape, shapes.count(shape)) for shape in set(shapes)))
-        if weight_layout == "column" or (_linear_bytes(model.language_model) >= LAYOUT_MIN_BYTES
-                                         and column_major_speedup(mix) >= 1.1):
-            to_column_major(model.language_model)
-    elif resolved == "bf16":
+    if resolved == "bf16":
         model.to(dtype=torch.bfloat16)
     elif resolved in ("fp16w", "int8"):
         replace_linears(model.language_model, Fp16WeightLinear if resolved == "fp16w" else Int8WeightLinear)
+    model.weight_layout = "row"
+    if on_cpu and weight_layout != "row" and resolved != "bf16":
+        shapes = linear_shapes(model, fp32_only=True)
+        mix = tuple(sorted((shape, shapes.count(shape)) for shape in set(shapes)))
+        if weight_layout == "onednn" or (
+                onednn_available() and sum(4 * o * i for o, i in shapes) >= LAYOUT_MIN_BYTES
+                and onednn_speedup(mix) >= 1.1):
+            replace_linears(model, OneDnnLinear, fp32_only=True)
+            model.weight_layout = "onednn"
     return model
 
 
 @torch.no_grad()
-def replace_linears(module: nn.Module, kind) -> nn.Module:
-    """Swap every nn.Linear under `module` for `kind(linear)`, one at a time (the float weight is freed
-    as it goes unless another module, such as a tied input embedding, still holds it)."""
+def replace_linears(module: nn.Module, kind, fp32_only: bool = False) -> nn.Module:
+    """Swap every nn.Linear under `module` (with `fp32_only`, every fp32 one) for `kind(linear)`, one at a
+    time (the float weight is freed as it goes unless another module, such as a tied input embedding,
+    still holds it)."""
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear):
+            if isinstance(child, nn.Linear) and (not fp32_only or child.weight.dtype == torch.float32):
                 setattr(parent, name, kind(child))
                 del child
                 _return_freed_memory()
@@ -183,38 +194,44 @@ def _linear_bytes(module: nn.Module) -> int:
     return sum(4 * o * i for o, i in linear_shapes(module))
 
 
-def linear_shapes(module: nn.Module) -> list[tuple[int, int]]:
-    """(out_features, in_features) of every distinct nn.Linear weight (a tied weight counts once)."""
+def linear_shapes(module: nn.Module, fp32_only: bool = False) -> list[tuple[int, int]]:
+    """(out_features, in_features) of every distinct nn.Linear weight (a tied weight counts once), with
+    `fp32_only` of the fp32 ones."""
     seen, shapes = set(), []
     for sub in module.modules():
         if isinstance(sub, nn.Linear) and id(sub.weight) not in seen:
+            if fp32_only and sub.weight.dtype != torch.float32:
+                continue
             seen.add(id(sub.weight))
             shapes.append(tuple(sub.weight.shape))
     return shapes
 
 
-@torch.no_grad()
-def to_column_major(module: nn.Module) -> nn.Module:
-    """Store every nn.Linear weight of `module` column-major, in place; same values, shapes and
-    parameter names, and a weight tied to another module (the input embedding) stays tied. One weight
-    at a time, so the peak memory grows by one weight, not by the model. For inference: safetensors
-    saves contiguous tensors only, so save a model that was not converted."""
-    holders: dict[int, list[tuple[nn.Module, str]]] = {}
-    for sub in module.modules():
-        for name, param in sub._parameters.items():
-            if param is not None:
-                holders.setdefault(id(param), []).append((sub, name))
-    linears = [sub for sub in module.modules() if isinstance(sub, nn.Linear)]
-    for sub in linears:
-        weight = sub.weight
-        if weight.dim() != 2 or weight.stride(0) == 1:  # already column-major (a tied weight seen before)
-            continue
-        column = nn.Parameter(weight.t().contiguous().t(), requires_grad=weight.requires_grad)
-        for holder, name in holders.pop(id(weight)):
-            setattr(holder, name, column)
-        del weight, column
-        _return_freed_memory()
-    return module
+def onednn_available() -> bool:
+    """Whether this torch build can run linear layers through oneDNN from a reordered weight."""
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+class OneDnnLinear(nn.Module):
+    """nn.Linear for fp32 CPU inference, run by oneDNN from a weight reordered once into its blocked
+    layout. The math is F.linear's (fp32 inputs, products and sums; only the order of the sums differs).
+    Written against torch's mkldnn linear ops, the ones torch.compile's CPU backend uses for frozen
+    linear weights, because eager PyTorch has no public call that keeps a weight in oneDNN's layout
+    (torch.utils.mkldnn converts the activations on every call and ran about 1.5x slower). Inference
+    only: the reordered weight has no gradient and is not in the state dict."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), ONEDNN_BATCH_HINT)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
 def _return_freed_memory() -> None:
@@ -237,26 +254,30 @@ def _malloc_trim():
 
 
 @functools.lru_cache(maxsize=None)
-def column_major_speedup(mix: tuple[tuple[tuple[int, int], int], ...], probe_bytes: int = 128 * 2**20) -> float:
-    """How much faster one batch-1 F.linear pass over a model's weights runs column-major than row-major
-    on the running CPU (>1: column-major is faster). `mix` is ((out, in), how many) per weight shape. Times
-    about `probe_bytes` of constant weights per layout, shared between the shapes as in the model, so they
-    do not stay in the CPU caches."""
+def onednn_speedup(mix: tuple[tuple[tuple[int, int], int], ...], probe_bytes: int = 64 * 2**20,
+                   rows: tuple[int, ...] = (1, 64)) -> float:
+    """How much faster passes over a model's linear weights run through oneDNN (`OneDnnLinear`) than through
+    F.linear on the running CPU (>1: oneDNN is faster), summed over a 1-row pass (decoding) and a 64-row
+    pass (prefill and vision). `mix` is ((out, in), how many) per weight shape. Times about `probe_bytes` of
+    constant weights per kind, shared between the shapes as in the model, so they do not stay in the CPU
+    caches; the two kinds take turns, so a change in the machine's load meets both."""
     total = sum(n * o * i for (o, i), n in mix)
     shapes = [(o, i, max(1, round(probe_bytes * n / total / (4 * o * i)))) for (o, i), n in mix]
-    inputs = [torch.full((1, i), 0.5) for o, i, count in shapes for _ in range(count)]
+    plain = [torch.full((o, i), 0.5) for o, i, count in shapes for _ in range(count)]
+    packed = [torch.ops.mkldnn._reorder_linear_weight(w, ONEDNN_BATCH_HINT) for w in plain]
+    inputs = {n: [torch.full((n, w.shape[1]), 0.5) for w in plain] for n in rows}
 
-    def seconds(column_major: bool) -> float:
-        # one layout's weights at a time: the probe's peak memory is probe_bytes, not twice that
-        weights = [torch.full((i, o), 0.5).t() if column_major else torch.full((o, i), 0.5)
-                   for o, i, count in shapes for _ in range(count)]
-        F.linear(inputs[0], weights[0])  # warm-up
-        best = float("inf")
-        for _ in range(3):
-            start = time.perf_counter()
-            for w, x in zip(weights, inputs):
+    def one_pass(onednn: bool, n: int) -> float:
+        start = time.perf_counter()
+        for w, p, x in zip(plain, packed, inputs[n]):
+            if onednn:
+                torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "")
+            else:
                 F.linear(x, w)
-            best = min(best, time.perf_counter() - start)
-        return best
+        return time.perf_counter() - start
 
-    return seconds(False) / seconds(True)
+    best = {(kind, n): float("inf") for kind in (False, True) for n in rows}
+    for _ in range(4):  # the first round warms up both kinds
+        for kind, n in best:
+            best[kind, n] = min(best[kind, n], one_pass(kind, n))
+    return sum(best[False, n] for n in rows) / sum(best[True, n] for n in rows)
