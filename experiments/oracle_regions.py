@@ -49,11 +49,12 @@ X_FREQUENCIES = 8  # sin/cos pairs of the centroid x: 16 channels
 MAX_INDEX = 16
 
 
-def oracle_region_vectors(mode: str):
-    """A replacement for `SmolRGPTForConditionalGeneration.region_vectors` (patched on the class only in this
-    diagnostic process: the library has no hook for it on purpose, since answers must come from the model)."""
+def oracle_region_features(mode: str):
+    """A replacement for `SmolRGPTForConditionalGeneration.get_region_features`, the model's one region
+    pooling entry point (patched on the class only in this diagnostic process: the library has no hook for
+    it on purpose, since answers must come from the model)."""
 
-    def region_vectors(self, frames, masks, sample_index, *unused):  # frame_index: not needed here
+    def get_region_features(self, masks, sample_index, *unused, **unused_keywords):  # the frames: not needed
         if mode == "geometry-only":
             zero = torch.zeros(len(masks), self.config.text_config.hidden_size)
             return RegionGeometry()(zero, zero, masks, sample_index, self)
@@ -70,7 +71,7 @@ def oracle_region_vectors(mode: str):
         # The mask tokens' own embeddings mark the positions as regions (the spliced vectors replace them).
         return (vectors + table[self.config.mask_rgb_token_id], vectors + table[self.config.mask_depth_token_id])
 
-    return region_vectors
+    return get_region_features
 
 
 def with_added_layers(init: Path, out: Path, options: tuple[str, ...]) -> Path:
@@ -176,7 +177,7 @@ def main(argv=None) -> int:
     if args.oracle in ADDED_LAYERS:
         init = with_added_layers(init, args.out / f"init_{args.oracle}", ADDED_LAYERS[args.oracle])
     elif args.oracle != "none":
-        modeling.SmolRGPTForConditionalGeneration.region_vectors = oracle_region_vectors(args.oracle)
+        modeling.SmolRGPTForConditionalGeneration.get_region_features = oracle_region_features(args.oracle)
     run = args.out / f"run_{args.oracle}"
     start = time.perf_counter()
     code = cli(["train", str(STAGE_CONFIGS[2]), f"model.init={init}",

@@ -62,9 +62,9 @@ def region_features(model, processor, samples):
         masks = torch.from_numpy(prepared.region_masks)
         if not len(masks):
             continue
-        frames = model.encode_frames(torch.from_numpy(prepared.pixel_values)[None],
-                                     torch.from_numpy(prepared.depth_values)[None])
-        rgb, depth = model.region_vectors(frames, masks, torch.zeros(len(masks), dtype=torch.long))
+        frames = model.get_frame_features(torch.from_numpy(prepared.pixel_values)[None],
+                                          torch.from_numpy(prepared.depth_values)[None])
+        rgb, depth = model.get_region_features(masks, torch.zeros(len(masks), dtype=torch.long), frames)
         grid = masks.shape[-1]
         area = masks.sum((1, 2)).clamp_min(1e-6)
         x = (masks.sum(1) * torch.arange(grid)).sum(1) / area / grid

@@ -182,8 +182,8 @@ def test_imported_region_vectors_from_image_files_follow_the_authors_preprocessi
                     [Region("mask", str(tmp_path / "m.png"))], depth=str(tmp_path / "depth.png"))
     batch = processor([sample], train=False)
     with torch.no_grad():
-        frames = model.encode_frames(batch["pixel_values"], batch["depth_values"])
-        rgb, depth = model.region_vectors(frames, batch["region_masks"], batch["region_sample_index"])
+        frames = model.get_frame_features(batch["pixel_values"], batch["depth_values"])
+        rgb, depth = model.get_region_features(batch["region_masks"], batch["region_sample_index"], frames)
     (ref_rgb, ref_depth), weights = _region_reference(t, tmp_path / "rgb.png", tmp_path / "depth.png",
                                                       tmp_path / "m.png", depth_mode)
     torch.testing.assert_close(batch["region_masks"][0], weights, rtol=0, atol=1e-6)

@@ -17,14 +17,14 @@ def _load(name):
     return module
 
 
-def test_oracle_region_vectors_code_x_and_index(tiny_model):
+def test_oracle_region_features_code_x_and_index(tiny_model):
     oracle = _load("oracle_regions")
     masks = torch.zeros(3, 64, 64)
     masks[0, 10:20, 0:8] = 1  # frame 0, first region: centroid column 3.5
     masks[1, 30:40, 48:64] = 1  # frame 0, second region: column 55.5
     masks[2, 0:4, 16:18] = 1  # frame 1, its first region: column 16.5
     index = torch.tensor([0, 0, 1])
-    rgb, depth = oracle.oracle_region_vectors("x+index")(tiny_model, None, masks, index)
+    rgb, depth = oracle.oracle_region_features("x+index")(tiny_model, masks, index)
     table = tiny_model.get_input_embeddings().weight.detach()
     code_rgb = rgb.detach() - table[tiny_model.config.mask_rgb_token_id]
     code_depth = depth.detach() - table[tiny_model.config.mask_depth_token_id]
@@ -36,7 +36,7 @@ def test_oracle_region_vectors_code_x_and_index(tiny_model):
     # 0-based index within each question (frame): 0, 1, then 0 again for the next frame
     assert code_rgb[:, 16:32].argmax(1).tolist() == [0, 1, 0]
     assert torch.count_nonzero(code_rgb[:, 16:32]).item() == 3 and not code_rgb[:, 32:].any()
-    x_only, _ = oracle.oracle_region_vectors("x")(tiny_model, None, masks, index)
+    x_only, _ = oracle.oracle_region_features("x")(tiny_model, masks, index)
     assert not (x_only.detach() - table[tiny_model.config.mask_rgb_token_id])[:, 16:].any()
 
 
@@ -48,7 +48,7 @@ def test_oracle_geometry_only_is_the_models_code_in_place_of_pooled_vectors(tiny
     masks[0, 10:20, 0:8] = 1
     masks[1, 30:40, 48:64] = 1
     index = torch.tensor([0, 0])
-    rgb, depth = oracle.oracle_region_vectors("geometry-only")(tiny_model, None, masks, index)
+    rgb, depth = oracle.oracle_region_features("geometry-only")(tiny_model, masks, index)
     table = tiny_model.get_input_embeddings().weight.detach()
     code = geometry_code(masks, index, tiny_model.config.text_config.hidden_size)
     assert torch.allclose(rgb.detach(), code + table[tiny_model.config.mask_rgb_token_id], atol=1e-6)

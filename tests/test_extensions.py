@@ -56,7 +56,7 @@ def test_the_paper_model_has_no_extension_and_splices_the_pooled_vectors(paper_m
     assert not [name for name, _ in paper_model.named_children() if name.startswith("region_")]
     rgb, depth = torch.randn(3, 128), torch.randn(3, 128)
     masks, index = torch.rand(3, 16, 16), torch.tensor([0, 0, 1])
-    got = paper_model.finish_region_vectors(rgb, depth, masks, index)
+    got = paper_model._apply_region_extensions(rgb, depth, masks, index)
     assert got[0] is rgb and got[1] is depth
 
 
@@ -76,8 +76,8 @@ def test_a_checkpoint_with_the_boolean_options_loads_into_the_extension_list(tmp
     masks[0, 0:8, 0:8], masks[1, 2:4, 2:4] = 1.0, 1.0
     index = torch.zeros(2, dtype=torch.long)
     with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(loaded.region_vectors(frames, masks, index),
-                                                     model.region_vectors(frames, masks, index)))
+        assert all(torch.equal(a, b) for a, b in zip(loaded.get_region_features(masks, index, frames),
+                                                     model.get_region_features(masks, index, frames)))
     # an option switched off leaves its extension out
     _old_checkpoint(tmp_path / "no_geometry", tiny_processor, region_geometry=False)
     no_geometry = load_checkpoint(tmp_path / "no_geometry")[0]

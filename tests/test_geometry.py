@@ -72,8 +72,8 @@ def test_model_adds_the_code_only_when_configured():
     masks = (torch.rand(3, grid, grid) > 0.7).float()
     index = torch.tensor([0, 1, 1])
     with torch.no_grad():
-        rgb, depth = model.region_vectors(frames, masks, index)
-        plain_rgb, plain_depth = plain.eval().region_vectors(frames, masks, index)
+        rgb, depth = model.get_region_features(masks, index, frames)
+        plain_rgb, plain_depth = plain.eval().get_region_features(masks, index, frames)
     code = geometry_code(masks, index, hidden)
     table = model.get_input_embeddings().weight.detach()
     assert torch.allclose(rgb - plain_rgb, code + table[config.mask_rgb_token_id], atol=1e-5)

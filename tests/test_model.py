@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from smolrgpt.modeling.config import SmolRGPTConfig
-from smolrgpt.modeling.model import InputMismatchError, SmolRGPTForConditionalGeneration
+from smolrgpt.modeling.model import FrameFeatures, InputMismatchError, SmolRGPTForConditionalGeneration
 from smolrgpt.modeling.region import LayerNorm2d, Refiner, mask_pool, pool_refined
 from smolrgpt.modeling.stages import parameter_summary, set_trainable
 
@@ -55,8 +55,8 @@ def test_region_vectors_land_on_their_tags(paper_model, tiny_processor):
                make_sample("b", seed=1, question="Pallets <mask> <mask> <mask>?", answer="2",
                            boxes=[[0, 0, 10, 10], [20, 20, 60, 60], [100, 0, 160, 90]])]
     batch = tiny_processor(samples)
-    frames = paper_model.encode_frames(batch["pixel_values"], batch["depth_values"])
-    rgb_vec, depth_vec = paper_model.region_vectors(frames, batch["region_masks"], batch["region_sample_index"])
+    frames = paper_model.get_frame_features(batch["pixel_values"], batch["depth_values"])
+    rgb_vec, depth_vec = paper_model.get_region_features(batch["region_masks"], batch["region_sample_index"], frames)
     embeds = paper_model.prepare_embeddings(batch["input_ids"], frames=frames, region_masks=batch["region_masks"],
                                            region_sample_index=batch["region_sample_index"])
     cfg = paper_model.config
@@ -269,23 +269,125 @@ def test_a_random_encoder_starts_from_sincos_positions_and_saved_positions_survi
 
 
 @torch.no_grad()
-def test_public_inference_api_matches_encode_frames_and_its_pooling_strategies_agree(tiny_model, tiny_processor):
+def test_public_api_frame_features_and_its_pooling_strategies_agree(tiny_model, tiny_processor):
     sample = make_sample("b", seed=1, question="Pallets <mask> <mask> <mask>?", answer="2",
                          boxes=[[0, 0, 10, 10], [20, 20, 60, 60], [100, 0, 160, 90]])
     batch = tiny_processor([sample])
-    frames = tiny_model.encode_frames(batch["pixel_values"], batch["depth_values"])
-    features = tiny_model.get_frame_features(batch["pixel_values"], batch["depth_values"])
-    torch.testing.assert_close(features.image_tokens, frames.image_tokens)
-    torch.testing.assert_close(features.depth_tokens, frames.depth_tokens)
+    frames = tiny_model.get_frame_features(batch["pixel_values"], batch["depth_values"])
+    patches = tiny_model.vision_tower(pixel_values=torch.cat([batch["pixel_values"], batch["depth_values"]]))
+    torch.testing.assert_close(frames.image_tokens, tiny_model.rgb_connector(patches.last_hidden_state[:1]))
+    torch.testing.assert_close(frames.depth_tokens, tiny_model.depth_connector(patches.last_hidden_state[1:]))
     depth_only = tiny_model.get_frame_features(None, batch["depth_values"])
     assert depth_only.image_tokens is None
     torch.testing.assert_close(depth_only.depth_tokens, frames.depth_tokens)
+    rgb_only = tiny_model.get_frame_features(batch["pixel_values"])
+    assert rgb_only.depth_tokens is None
+    torch.testing.assert_close(rgb_only.image_tokens, frames.image_tokens)
     masks, index = batch["region_masks"], batch["region_sample_index"]
-    shared = tiny_model.get_region_features(masks, index, frames)
-    dense = tiny_model.get_region_features(masks, index, frames, dense=True)
-    lazy = tiny_model.get_region_features(masks, index, maps=tiny_model.get_region_maps(frames))
-    reference = tiny_model.region_vectors(frames, masks, index)
-    for got in (shared, dense, lazy):
+    eps = tiny_model.config.mask_pool_eps
+    reference = tiny_model._apply_region_extensions(mask_pool(tiny_model.rgb_refiner(frames.image_tokens), masks, index, eps),
+                                                    mask_pool(tiny_model.depth_refiner(frames.depth_tokens), masks, index, eps),
+                                                    masks, index)
+    shared = tiny_model.get_region_features(masks, index, frames)  # the default: forward's strategy
+    explicit = tiny_model.get_region_features(masks, index, frames, strategy="shared")
+    dense = tiny_model.get_region_features(masks, index, frames, strategy="dense")
+    lazy = tiny_model.get_region_features(masks, index, strategy="lazy", maps=tiny_model.get_region_maps(frames))
+    for got in (shared, explicit, dense, lazy):
         torch.testing.assert_close(got[0], reference[0])
         torch.testing.assert_close(got[1], reference[1])
     assert not torch.equal(reference[0][0], reference[0][1])  # distinct regions: the comparison means something
+
+
+def test_shared_and_dense_pooling_give_the_same_vectors_and_gradients_with_frame_index(paper_model):
+    """Two frames, three rows (rows 0 and 1 ask about frame 0): the training strategy against the reference."""
+    torch.manual_seed(0)
+    liven(paper_model)
+    tokens, hidden, grid = paper_model.config.num_image_tokens, paper_model.config.text_config.hidden_size, \
+        paper_model.config.mask_grid
+    image, depth = torch.randn(2, tokens, hidden), torch.randn(2, tokens, hidden)
+    masks = torch.zeros(4, grid, grid)
+    masks[0, 0:10, 0:20], masks[1, 30:40, 5:9], masks[2, 50:64, 50:64], masks[3, 3:5, 40:60] = 1.0, 0.5, 1.0, 1.0
+    index, frame_index = torch.tensor([0, 1, 1, 2]), torch.tensor([0, 0, 1])
+    weights = torch.linspace(-1, 1, 4 * hidden).reshape(4, hidden)
+    results = []
+    for strategy in ("shared", "dense"):
+        paper_model.zero_grad()
+        leaves = image.clone().requires_grad_(True), depth.clone().requires_grad_(True)
+        rgb, dep = paper_model.get_region_features(masks, index, FrameFeatures(*leaves), frame_index, strategy=strategy)
+        ((rgb - 2 * dep) * weights).sum().backward()
+        grads = [p.grad.clone() for p in (*paper_model.rgb_refiner.parameters(), *paper_model.depth_refiner.parameters())]
+        results.append((rgb.detach(), dep.detach(), leaves[0].grad, leaves[1].grad, grads))
+    (*shared, shared_params), (*dense, dense_params) = results
+    for a, b in zip(shared, dense):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(shared_params, dense_params):
+        torch.testing.assert_close(a, b)
+    assert shared[2][0].abs().max() > 0 and shared[2][1].abs().max() > 0  # both frames receive gradient
+    # the same as a copy of its frame per row, without frame_index
+    with torch.no_grad():
+        copies = paper_model.get_region_features(masks, index, FrameFeatures(image[frame_index], depth[frame_index]))
+    torch.testing.assert_close(copies[0], shared[0])
+    torch.testing.assert_close(copies[1], shared[1])
+
+
+def test_get_region_features_names_a_wrong_strategy_or_source(paper_model):
+    tokens, hidden = paper_model.config.num_image_tokens, paper_model.config.text_config.hidden_size
+    frames = FrameFeatures(torch.randn(1, tokens, hidden), torch.randn(1, tokens, hidden))
+    masks, index = torch.ones(1, paper_model.config.mask_grid, paper_model.config.mask_grid), torch.tensor([0])
+    with pytest.raises(ValueError, match=r"unknown pooling strategy 'sparse' \(known: shared, dense, lazy\)"):
+        paper_model.get_region_features(masks, index, frames, strategy="sparse")
+    with pytest.raises(ValueError, match="go with strategy='lazy', and only with it"):
+        paper_model.get_region_features(masks, index, strategy="lazy")
+    with pytest.raises(ValueError, match="go with strategy='lazy', and only with it"):
+        paper_model.get_region_features(masks, index, frames, maps=paper_model.get_region_maps(frames))
+    for strategy in ("shared", "dense"):
+        with pytest.raises(InputMismatchError, match="regions were given but the batch has no depth maps"):
+            paper_model.get_region_features(masks, index, FrameFeatures(frames.image_tokens), strategy=strategy)
+        with pytest.raises(InputMismatchError, match="regions were given without an image"):
+            paper_model.get_region_features(masks, index, strategy=strategy)
+    with pytest.raises(InputMismatchError, match="regions were given but the frame has no depth map"):
+        paper_model.get_region_maps(FrameFeatures(frames.image_tokens))
+
+
+@torch.no_grad()
+def test_a_batch_without_regions_encodes_rgb_only(paper_model, tiny_processor, monkeypatch):
+    """forward runs the public API: RGB alone through the encoder when no row has regions, and the depth
+    connector and the refiners not at all."""
+    calls = []
+    original = paper_model.encode_patches
+    monkeypatch.setattr(paper_model, "encode_patches", lambda x: calls.append(x.shape[0]) or original(x))
+    for name in ("depth_connector", "rgb_refiner", "depth_refiner"):
+        getattr(paper_model, name).register_forward_hook(lambda *_, name=name: calls.append(name))
+    # frame-shared pooling runs a refiner's layers (its Sequential) on the covered tokens, not the module
+    for name in ("rgb_refiner", "depth_refiner"):
+        getattr(paper_model, name).refiner.register_forward_hook(lambda *_, name=name: calls.append(name))
+    plain = tiny_processor([make_sample("a", question="What is in the picture?", answer="Pallets.", boxes=[]),
+                            make_sample("b", seed=1, question="Is it a warehouse?", answer="Yes.", boxes=[])])
+    depth = torch.rand_like(plain["pixel_values"])  # given, but no row asks about a region
+    grid = paper_model.config.mask_grid
+    for regions in ({}, {"region_masks": torch.zeros(0, grid, grid), "region_sample_index": torch.zeros(0, dtype=torch.long)}):
+        paper_model(**_inputs(plain), depth_values=depth, **regions)
+        assert calls == [2]
+        calls.clear()
+    paper_model(**_inputs(tiny_processor([make_sample("a"), make_sample("b", seed=1)])))
+    assert calls == [4, "depth_connector", "rgb_refiner", "depth_refiner"]
+
+
+def test_forward_pools_regions_through_get_region_features(paper_model, tiny_processor, monkeypatch):
+    """Training reaches the regions through the one public entry point, so replacing it (as
+    experiments/oracle_regions.py does on the class) replaces what is spliced."""
+    batch = tiny_processor([make_sample("a"), make_sample("b", seed=1)])
+    seen = []
+
+    def fixed(self, masks, index, frames=None, frame_index=None, *, strategy="shared", maps=None):
+        seen.append(strategy)
+        rows = torch.arange(len(masks), dtype=torch.float32)[:, None]
+        return rows.expand(-1, self.config.text_config.hidden_size), -rows.expand(-1, self.config.text_config.hidden_size)
+
+    monkeypatch.setattr(SmolRGPTForConditionalGeneration, "get_region_features", fixed)
+    embeds = paper_model.prepare_embeddings(batch["input_ids"], batch["pixel_values"], batch["depth_values"],
+                                            batch["region_masks"], batch["region_sample_index"])
+    assert seen == ["shared"]
+    rgb = embeds[batch["input_ids"] == paper_model.config.mask_rgb_token_id]
+    depth = embeds[batch["input_ids"] == paper_model.config.mask_depth_token_id]
+    assert rgb[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0] and depth[:, -1].tolist() == [0.0, -1.0, -2.0, -3.0]

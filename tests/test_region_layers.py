@@ -91,17 +91,17 @@ def test_a_model_with_the_option_starts_as_the_model_without_it(tmp_path, option
     masks = torch.stack([_box(0, 0, 40, 40, grid), _box(5, 5, 15, 15, grid)])
     index = torch.zeros(2, dtype=torch.long)
     with torch.no_grad():
-        expected = plain.region_vectors(frames, masks, index)
-        got = with_layer.region_vectors(frames, masks, index)
+        expected = plain.get_region_features(masks, index, frames)
+        got = with_layer.get_region_features(masks, index, frames)
         _lively(layer)
-        changed = with_layer.region_vectors(frames, masks, index)
+        changed = with_layer.get_region_features(masks, index, frames)
     assert all(torch.equal(a, b) for a, b in zip(expected, got))
     assert not torch.allclose(changed[0], expected[0], atol=1e-3)
     # saved and loaded with its weights, it gives the same vectors
     with_layer.save_pretrained(tmp_path / "with_layer")
     again = SmolRGPTForConditionalGeneration.from_pretrained(tmp_path / "with_layer").eval()
     with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(changed, again.region_vectors(frames, masks, index)))
+        assert all(torch.equal(a, b) for a, b in zip(changed, again.get_region_features(masks, index, frames)))
 
 
 @pytest.mark.parametrize("option", LAYERS)
@@ -137,12 +137,12 @@ def test_the_engine_adds_what_training_adds(tiny_processor, option):
     with torch.no_grad():
         tokens = model.generate(**inputs, max_new_tokens=8, eos_token_id=tiny_processor.eos_token_id,
                                 pad_token_id=tiny_processor.pad_token_id)
-        frames = model.encode_frames(inputs["pixel_values"], inputs["depth_values"])
+        frames = model.get_frame_features(inputs["pixel_values"], inputs["depth_values"])
         masks, index = inputs["region_masks"], inputs["region_sample_index"]
-        with_layer, layer = model.region_vectors(frames, masks, index)[0], getattr(model, option)
+        with_layer, layer = model.get_region_features(masks, index, frames)[0], getattr(model, option)
         applied = model.region_extension_attributes
         model.region_extension_attributes = tuple(name for name in applied if name != option)
-        without = model.region_vectors(frames, masks, index)[0]
+        without = model.get_region_features(masks, index, frames)[0]
         model.region_extension_attributes = applied
     answer = engine.ask_batch([Question(frame, question, [Region("box", b) for b in boxes])], normalize=False)[0]
     assert answer.text == tiny_processor.decode(tokens[0])

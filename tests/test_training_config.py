@@ -180,3 +180,42 @@ def test_the_135m_demo_stages_are_the_packaged_ones_but_for_the_language_models_
         c = load_config(CONFIGS / "demo-135m" / f"stage{stage}.yaml")
         assert differences(packaged, c) == ([] if stage < 3 else ["optim.lr.language_model"])
     assert c.optim.lr.language_model == 5e-5 and packaged.optim.lr.language_model == 1e-3
+
+
+def test_the_lr_schema_is_the_families_that_modules_train_at():
+    from smolrgpt.modeling.families import LR_FAMILIES
+    from smolrgpt.modeling.stages import MODULE_FAMILY, TOP_LEVEL_MODULES
+    from smolrgpt.training.config import LearningRates
+
+    fields = {f.name: f.default for f in dataclasses.fields(LearningRates)}
+    assert set(fields) == set(MODULE_FAMILY.values())
+    assert fields == {"connectors": 1e-4, "refiners": 1e-4, "language_model": 5e-5, "vision_tower": 0.0}
+    assert fields == {family: entry.default_lr for family, entry in LR_FAMILIES.items()}
+    assert set(MODULE_FAMILY) == set(TOP_LEVEL_MODULES)  # every module that can train has a family
+    # the region extensions that train declare a family of the table (the tiny preset's: the language model's)
+    assert MODULE_FAMILY["region_contents"] == MODULE_FAMILY["region_comparisons"] == "language_model"
+    c = load_config(None, ["data.train=x.json", "optim.lr.refiners=3e-4"])
+    assert isinstance(c.optim.lr.refiners, float) and c.optim.lr.refiners == 3e-4 and c.optim.lr.connectors == 1e-4
+    assert yaml.safe_load(c.to_yaml())["optim"]["lr"] == {**fields, "refiners": 3e-4}
+
+
+def test_an_unknown_lr_family_is_an_error_naming_it(tmp_path):
+    known = r"\(known in optim\.lr: connectors, language_model, refiners, vision_tower\)"
+    with pytest.raises(ConfigError, match=r"unknown setting optim\.lr\.region_contents " + known):
+        load_config(None, ["data.train=x.json", "optim.lr.region_contents=1e-4"])  # a module, not a family
+    with pytest.raises(ConfigError, match=r"unknown setting optim\.lr\.regions " + known):
+        load_config(_write(tmp_path, "data: {train: x.json}\noptim: {lr: {regions: 1.0e-3}}\n"))
+    with pytest.raises(ConfigError, match=r"^optim\.lr\.\* must be >= 0$"):
+        load_config(None, ["data.train=x.json", "optim.lr.vision_tower=-1e-5"])
+    with pytest.raises(ConfigError, match=r"^optim\.lr: expected a mapping of settings, got 0\.001$"):
+        load_config(_write(tmp_path, "data: {train: x.json}\noptim: {lr: 1.0e-3}\n"))
+
+
+def test_lr_keys_are_exactly_the_families_some_module_uses():
+    from smolrgpt.modeling.stages import family_defaults
+
+    assert family_defaults({"rgb_connector": "connectors", "region_x": "refiners"}) == {"connectors": 1e-4,
+                                                                                       "refiners": 1e-4}
+    with pytest.raises(ValueError, match=r"^module region_x trains at learning-rate family 'regions', which is "
+                                         r"not one of connectors, refiners, language_model, vision_tower"):
+        family_defaults({"rgb_connector": "connectors", "region_x": "regions"})

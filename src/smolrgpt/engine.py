@@ -168,13 +168,14 @@ class SmolRGPT:
                 frame.prefix = prefix_kv(self.model.language_model, embeds)
         return frame.prefix
 
-    def _region_vectors(self, frame: Frame, masks: torch.Tensor):
+    def _region_features(self, frame: Frame, masks: torch.Tensor):
         index = torch.zeros(len(masks), dtype=torch.long, device=self.device)
         with self._timed("refiner_pool_s"):
             if self.lazy_refine:
-                return self.model.get_region_features(masks, index, maps=(frame.rgb_map, frame.depth_map))
+                return self.model.get_region_features(masks, index, strategy="lazy",
+                                                      maps=(frame.rgb_map, frame.depth_map))
             return self.model.get_region_features(masks, index, FrameFeatures(frame.image_tokens, frame.depth_tokens),
-                                                  dense=True)
+                                                  strategy="dense")
 
     # -- questions -------------------------------------------------------------------------------------
     @staticmethod
@@ -215,7 +216,7 @@ class SmolRGPT:
         region_vectors = []
         for q, (ids, masks) in zip(chunk, prompts):
             vectors = (None if masks is None
-                       else self._region_vectors(q.frame, torch.from_numpy(masks).to(self.device)))
+                       else self._region_features(q.frame, torch.from_numpy(masks).to(self.device)))
             region_vectors.append(vectors)
         if self.reuse_prefix and all(np.array_equal(ids[:len(self.prefix_ids)], self.prefix_ids) for ids, _ in prompts):
             tokens = self._generate_with_prefix(chunk, prompts, region_vectors, max_new_tokens, generate_kwargs)

@@ -24,6 +24,10 @@ def check_region_order(region_sample_index: torch.Tensor) -> None:
         raise InputMismatchError("regions must be ordered by row (region_sample_index non-decreasing)")
 
 
+# How `get_region_features` pools: see its docstring.
+POOLING_STRATEGIES = ("shared", "dense", "lazy")
+
+
 def check_frame_index(frame_index: torch.Tensor, rows: int, frames: int | None) -> None:
     if frames is None:
         raise InputMismatchError("frame_index was given without an image")
@@ -39,7 +43,7 @@ def check_frame_index(frame_index: torch.Tensor, rows: int, frames: int | None) 
 class FrameFeatures:
     """What a frame contributes, computed once and reusable by every question about that frame."""
 
-    image_tokens: torch.Tensor  # [B, N, H]: RGB connector outputs for the `<|image|>` positions
+    image_tokens: torch.Tensor | None  # [B, N, H]: RGB connector outputs for the `<|image|>` positions
     depth_tokens: torch.Tensor | None = None  # [B, N, H]: depth connector outputs (only when regions need them)
 
 
@@ -146,48 +150,84 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
     def get_output_embeddings(self):
         return self.language_model.get_output_embeddings()
 
-    # -- vision ----------------------------------------------------------------------------------------
+    # -- the shared encoder ----------------------------------------------------------------------------
     def encode_patches(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[B, 3, S, S] -> [B, P, D] patch features of the shared encoder (frozen: no graph kept)."""
+        """[B, 3, S, S] -> [B, P, D] patch features of the shared encoder (frozen: no graph kept). Called by
+        `get_frame_features` only, so that counting its calls counts encoder passes (the tests do); callers
+        outside the model use `get_frame_features`."""
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.vision_tower.parameters())
         with torch.set_grad_enabled(grad):
             pixel_values = pixel_values.to(dtype=self.vision_tower.dtype)
             return self.vision_tower(pixel_values=pixel_values).last_hidden_state
 
-    def encode_frames(self, pixel_values: torch.Tensor, depth_values: torch.Tensor | None = None,
-                      need_regions: bool = True) -> FrameFeatures:
-        """Encode RGB (and depth, when regions need it) in one encoder pass, then the connectors. The refiners
-        run in `region_vectors`, under the region masks only."""
-        batch = pixel_values.shape[0]
-        use_depth = need_regions and depth_values is not None
-        stacked = torch.cat([pixel_values, depth_values.to(pixel_values.dtype)]) if use_depth else pixel_values
-        patches = self.encode_patches(stacked)
-        rgb_tokens = self.rgb_connector(patches[:batch])
-        if not use_depth:
-            return FrameFeatures(rgb_tokens)
-        depth_tokens = self.depth_connector(patches[batch:])
-        return FrameFeatures(rgb_tokens, depth_tokens)
+    # -- the public API: forward, generate, the engine and experiments compose these --------------------
+    def get_frame_features(self, pixel_values: torch.Tensor | None,
+                           depth_values: torch.Tensor | None = None) -> FrameFeatures:
+        """Connector tokens of RGB images [A, 3, S, S] and of depth maps [B, 3, S, S], in one encoder pass.
+        A and B may differ and either may be None: the engine encodes only what each cached frame lacks,
+        and a batch without regions passes no depth maps (then neither the depth path nor, later, the
+        refiners run)."""
+        parts = [v for v in (pixel_values, depth_values) if v is not None]
+        if not parts:
+            raise InputMismatchError("get_frame_features needs images or depth maps")
+        patches = self.encode_patches(torch.cat([v.to(parts[0].dtype) for v in parts]))
+        count = 0 if pixel_values is None else pixel_values.shape[0]
+        image = None if pixel_values is None else self.rgb_connector(patches[:count])
+        depth = None if depth_values is None else self.depth_connector(patches[count:])
+        return FrameFeatures(image, depth)
 
-    def region_vectors(self, frames: FrameFeatures, region_masks: torch.Tensor, region_sample_index: torch.Tensor,
-                       frame_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled, finished region vectors. With `frame_index` (the frame of each row), the refiners run once
-        per frame over the union of the tokens its rows' masks cover."""
-        if frames.depth_tokens is None:
-            raise InputMismatchError("regions were given but the batch has no depth maps")
-        check_region_order(region_sample_index)  # before pooling, which relies on it
-        region_frame = region_sample_index if frame_index is None else frame_index[region_sample_index]
+    def get_region_maps(self, frame: FrameFeatures) -> tuple[LazyRefinedMap, LazyRefinedMap]:
+        """One frame's refined RGB and depth maps, built lazily under the masks pooled on them and kept, so
+        later questions about the frame reuse the tokens already refined (`strategy="lazy"`)."""
+        if frame.depth_tokens is None:
+            raise InputMismatchError("regions were given but the frame has no depth map")
+        return LazyRefinedMap(self.rgb_refiner, frame.image_tokens), LazyRefinedMap(self.depth_refiner,
+                                                                                      frame.depth_tokens)
+
+    def get_region_features(self, region_masks: torch.Tensor, region_sample_index: torch.Tensor,
+                            frames: FrameFeatures | None = None, frame_index: torch.Tensor | None = None, *,
+                            strategy: str = "shared", maps: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The one mask pooling entry point: finished region vectors (rgb, depth), [R, H] each, region r
+        belonging to row `region_sample_index[r]` (non-decreasing). The vectors are the same up to float
+        summation order whichever strategy pools them (modeling/region.py holds the kernels):
+
+        - "shared" (training, `forward`): the refiners run once per frame of `frames` over the union of
+          the tokens its regions' masks cover (`pool_refined`). With `frame_index` [B], row b asks about
+          frame frame_index[b], so questions about one frame share its refined tokens.
+        - "dense" (the reference): the full refined maps of `frames`, then `mask_pool`; `frame_index` as
+          for "shared".
+        - "lazy" (the engine): `maps`, one frame's `get_region_maps`, refined under the masks and kept for
+          the frame's later questions; `frames` and `frame_index` are not used.
+
+        Then each of the config's region extensions, in the registry's order."""
+        if strategy not in POOLING_STRATEGIES:
+            raise ValueError(f"unknown pooling strategy {strategy!r} (known: {', '.join(POOLING_STRATEGIES)})")
+        if (strategy == "lazy") != (maps is not None):
+            raise ValueError("`maps` (from get_region_maps) go with strategy='lazy', and only with it")
         eps = self.config.mask_pool_eps
-        return self.finish_region_vectors(
-            pool_refined(self.rgb_refiner, frames.image_tokens, region_masks, region_frame, eps),
-            pool_refined(self.depth_refiner, frames.depth_tokens, region_masks, region_frame, eps),
-            region_masks, region_sample_index)
+        if strategy == "lazy":
+            check_region_order(region_sample_index)
+            rgb, depth = maps[0].pool(region_masks, eps), maps[1].pool(region_masks, eps)
+        else:
+            if frames is None:
+                raise InputMismatchError("regions were given without an image")
+            if frames.depth_tokens is None:
+                raise InputMismatchError("regions were given but the batch has no depth maps")
+            check_region_order(region_sample_index)  # before pooling, which relies on it
+            region_frame = region_sample_index if frame_index is None else frame_index[region_sample_index]
+            if strategy == "shared":
+                rgb = pool_refined(self.rgb_refiner, frames.image_tokens, region_masks, region_frame, eps)
+                depth = pool_refined(self.depth_refiner, frames.depth_tokens, region_masks, region_frame, eps)
+            else:
+                rgb = mask_pool(self.rgb_refiner(frames.image_tokens), region_masks, region_frame, eps)
+                depth = mask_pool(self.depth_refiner(frames.depth_tokens), region_masks, region_frame, eps)
+        return self._apply_region_extensions(rgb, depth, region_masks, region_sample_index)
 
-    def finish_region_vectors(self, rgb: torch.Tensor, depth: torch.Tensor, region_masks: torch.Tensor,
-                              region_sample_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _apply_region_extensions(self, rgb: torch.Tensor, depth: torch.Tensor, region_masks: torch.Tensor,
+                                 region_sample_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled region vectors -> the vectors spliced into the prompt: the paper splices the pooled vectors
         as they are; a model with `config.region_extensions` passes them through each extension
-        (modeling/extensions/), in the registry's order. Training and the inference engine both finish
-        region vectors here."""
+        (modeling/extensions/), in the registry's order."""
         for attribute in self.region_extension_attributes:
             rgb, depth = getattr(self, attribute)(rgb, depth, region_masks, region_sample_index, self)
         return rgb, depth
@@ -235,65 +275,27 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
     def prepare_embeddings(self, input_ids, pixel_values=None, depth_values=None, region_masks=None,
                            region_sample_index=None, frames: FrameFeatures | None = None,
                            frame_index: torch.Tensor | None = None) -> torch.Tensor:
-        """Encode the frames (unless given) and the regions, then splice them into the token embeddings.
+        """The public API end to end, as the engine composes it: `get_frame_features` (unless `frames` are
+        given), `get_region_features` with the frame-shared strategy, then `embed_inputs` splices both.
         `frame_index` [B] (non-decreasing): row b asks about frame frame_index[b] of the F frames given, so
-        questions about one frame share its encoding (a training batch groups them, `data.frame_group`)."""
+        questions about one frame share its encoding (a training batch groups them, `data.frame_group`).
+        A batch without regions encodes RGB only: no depth pass, no refiners."""
         has_regions = region_masks is not None and region_masks.shape[0] > 0
         if frames is None and pixel_values is not None:
-            frames = self.encode_frames(pixel_values, depth_values, need_regions=has_regions)
+            frames = self.get_frame_features(pixel_values, depth_values if has_regions else None)
         if frame_index is not None:
             check_frame_index(frame_index, input_ids.shape[0], None if frames is None else frames.image_tokens.shape[0])
         region_rgb = region_depth = None
         if has_regions:
             if frames is None:
                 raise InputMismatchError("regions were given without an image")
-            region_rgb, region_depth = self.region_vectors(frames, region_masks, region_sample_index, frame_index)
+            region_rgb, region_depth = self.get_region_features(region_masks, region_sample_index, frames,
+                                                                frame_index, strategy="shared")
         image_tokens = None if frames is None else frames.image_tokens
         if image_tokens is not None and frame_index is not None:
             image_tokens = image_tokens[frame_index]
         return self.embed_inputs(input_ids, image_tokens, region_rgb, region_depth,
                                  region_sample_index if has_regions else None)
-
-    # -- the public inference API: callers (the engine) use these, never the submodules ----------------
-    def get_frame_features(self, pixel_values: torch.Tensor | None,
-                           depth_values: torch.Tensor | None = None) -> FrameFeatures:
-        """Connector tokens of RGB images [A, 3, S, S] and of depth maps [B, 3, S, S], in one encoder pass.
-        A and B may differ and either may be None (the engine encodes only what each cached frame lacks)."""
-        parts = [v for v in (pixel_values, depth_values) if v is not None]
-        if not parts:
-            raise InputMismatchError("get_frame_features needs images or depth maps")
-        patches = self.encode_patches(torch.cat([v.to(parts[0].dtype) for v in parts]))
-        count = 0 if pixel_values is None else pixel_values.shape[0]
-        image = None if pixel_values is None else self.rgb_connector(patches[:count])
-        depth = None if depth_values is None else self.depth_connector(patches[count:])
-        return FrameFeatures(image, depth)
-
-    def get_region_maps(self, frame: FrameFeatures) -> tuple[LazyRefinedMap, LazyRefinedMap]:
-        """One frame's refined RGB and depth maps, built lazily under the masks pooled on them and kept, so
-        later questions about the frame reuse the tokens already refined."""
-        if frame.depth_tokens is None:
-            raise InputMismatchError("regions were given but the frame has no depth map")
-        return LazyRefinedMap(self.rgb_refiner, frame.image_tokens), LazyRefinedMap(self.depth_refiner,
-                                                                                      frame.depth_tokens)
-
-    def get_region_features(self, region_masks: torch.Tensor, region_sample_index: torch.Tensor,
-                            frames: FrameFeatures | None = None, maps: tuple | None = None, dense: bool = False,
-                            frame_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The one mask pooling entry point: finished region vectors (rgb, depth), [R, H] each. Strategies:
-        `maps` (one frame's `get_region_maps`, refined lazily and kept), `dense` (the full refined maps of
-        `frames`, the reference), otherwise frame-shared (`region_vectors`: the refiners run once per frame
-        over the union of the tokens its masks cover). All three give the same vectors up to float order."""
-        if maps is None and not dense:
-            return self.region_vectors(frames, region_masks, region_sample_index, frame_index)
-        eps = self.config.mask_pool_eps
-        if maps is not None:
-            rgb, depth = maps[0].pool(region_masks, eps), maps[1].pool(region_masks, eps)
-        else:
-            if frames.depth_tokens is None:
-                raise InputMismatchError("regions were given but the batch has no depth maps")
-            rgb = mask_pool(self.rgb_refiner(frames.image_tokens), region_masks, region_sample_index, eps)
-            depth = mask_pool(self.depth_refiner(frames.depth_tokens), region_masks, region_sample_index, eps)
-        return self.finish_region_vectors(rgb, depth, region_masks, region_sample_index)
 
     # -- training / scoring ----------------------------------------------------------------------------
     def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from smolrgpt.modeling.extensions import trainable_extensions
+from smolrgpt.modeling.families import LR_FAMILIES, PAPER_MODULE_FAMILY
 
 # Stage 1 aligns the RGB connector; stage 2 warms up both connectors and refiners with the LM frozen;
 # stage 3 trains everything except the shared vision encoder. Region extensions (modeling/extensions/)
@@ -23,17 +24,26 @@ def _with_extensions(names: tuple[str, ...], extensions) -> tuple[str, ...]:
 
 TRAINABLE_MODULES = {stage: _with_extensions(names, trainable_extensions(stage))
                      for stage, names in PAPER_MODULES.items()}
-TOP_LEVEL_MODULES = _with_extensions(("vision_tower",) + PAPER_MODULES[3], trainable_extensions())
-# Which learning rate (optim.lr.<family>) each trainable module uses.
-MODULE_FAMILY = {
-    "rgb_connector": "connectors",
-    "depth_connector": "connectors",
-    "rgb_refiner": "refiners",
-    "depth_refiner": "refiners",
-    "language_model": "language_model",
-    "vision_tower": "vision_tower",
-    **trainable_extensions(),  # each region extension declares its own family
-}
+# The shared encoder: it trains only at a positive rate of its family (training.recipe.trained_modules).
+ENCODER = "vision_tower"
+TOP_LEVEL_MODULES = _with_extensions((ENCODER,) + PAPER_MODULES[3], trainable_extensions())
+# Which learning rate (optim.lr.<family>) each trainable module uses: the paper modules' families
+# (modeling/families.py), then each region extension's own.
+MODULE_FAMILY = {**PAPER_MODULE_FAMILY, **trainable_extensions()}
+
+
+def family_defaults(module_family: dict[str, str]) -> dict[str, float]:
+    """family -> default peak rate for the families that some module of `module_family` uses, in the
+    table's order: the keys of `optim.lr`. A family outside the table is an error naming its module."""
+    for module, family in module_family.items():
+        if family not in LR_FAMILIES:
+            raise ValueError(f"module {module} trains at learning-rate family {family!r}, which is not one of "
+                             f"{', '.join(LR_FAMILIES)} (modeling/families.py)")
+    used = set(module_family.values())
+    return {family: entry.default_lr for family, entry in LR_FAMILIES.items() if family in used}
+
+
+FAMILY_DEFAULT_LR = family_defaults(MODULE_FAMILY)
 
 
 def present_modules(model: nn.Module, names) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from smolrgpt.errors import ConfigError
+from smolrgpt.modeling.stages import FAMILY_DEFAULT_LR
 
 REQUIRED = "???"
 _TRUE = {"true", "yes", "on", "1", "y"}
@@ -110,12 +111,13 @@ class DataSection:
     num_workers: int = 0
 
 
-@dataclass
-class LearningRates:
-    connectors: float = 1e-4
-    refiners: float = 1e-4
-    language_model: float = 5e-5
-    vision_tower: float = 0.0  # 0 keeps the encoder frozen (the paper); > 0 trains it in every stage
+# Peak learning rate per family, `optim.lr.<family>`: one float field per family that some trainable module
+# uses, with the default of modeling/families.py (vision_tower 0 keeps the encoder frozen, as in the paper;
+# > 0 trains it in every stage). Built from the table so a family is named in one place only.
+LearningRates = dataclasses.make_dataclass(
+    "LearningRates", [(family, float, field(default=rate)) for family, rate in FAMILY_DEFAULT_LR.items()])
+LearningRates.__module__ = __name__  # where pickle finds it (make_dataclass takes `module` from 3.12 only)
+LearningRates.__doc__ = "Peak learning rate per family (optim.lr.<family>; see modeling/families.py)."
 
 
 @dataclass

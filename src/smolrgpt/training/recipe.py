@@ -4,7 +4,7 @@ and how the loss is counted.
 - Freezing follows `modeling.stages.TRAINABLE_MODULES` (the paper never trains the vision encoder); a
   positive `optim.lr.vision_tower` adds the encoder, for models whose encoder starts from random weights.
 - Parameter groups: one per trained module and per decay kind; the learning rate comes from the module's
-  family (connectors / refiners / language model). AdamW decays matrices only: biases and norm weights
+  family (`modeling.stages.MODULE_FAMILY`, the families named in modeling/families.py). AdamW decays matrices only: biases and norm weights
   (every parameter with fewer than 2 dimensions) get weight decay 0, as decaying a LayerNorm's scale
   toward 0 only fights the normalisation.
 - Schedule: linear warm-up over `warmup_ratio` of the steps, then cosine decay that reaches
@@ -25,16 +25,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from smolrgpt.errors import ConfigError
-from smolrgpt.modeling.stages import MODULE_FAMILY, TRAINABLE_MODULES, present_modules, set_trainable
+from smolrgpt.modeling.stages import ENCODER, MODULE_FAMILY, TRAINABLE_MODULES, present_modules, set_trainable
 from smolrgpt.processing.prompt import IGNORE_INDEX
 
 
 
 def trained_modules(model: nn.Module, stage: int, lr=None) -> tuple[str, ...]:
-    """The stage's modules that the model has, plus the vision encoder when `lr.vision_tower` is positive."""
+    """The stage's modules that the model has, plus the vision encoder when its family's rate
+    (`lr.vision_tower`) is positive."""
     names = present_modules(model, TRAINABLE_MODULES[stage])
-    if lr is not None and getattr(lr, "vision_tower", 0.0) > 0:
-        names = ("vision_tower",) + names
+    if lr is not None and getattr(lr, MODULE_FAMILY[ENCODER], 0.0) > 0:
+        names = (ENCODER,) + names
     return names
 
 
@@ -52,8 +53,8 @@ def freeze_for_stage(model: nn.Module, stage: int, lr=None) -> dict[str, int]:
 
 
 def parameter_groups(model: nn.Module, stage: int, lr, weight_decay: float) -> list[dict]:
-    """AdamW groups for the stage's trainable modules. `lr` has connectors/refiners/language_model
-    (and vision_tower).
+    """AdamW groups for the stage's trainable modules, each at the rate of its module's family
+    (`modeling.stages.MODULE_FAMILY`); `lr` has one rate per family (a `LearningRates`).
 
     Tied parameters (the LM's embedding and head) appear once. Each group carries a `name` so logs and
     tests can tell them apart.
