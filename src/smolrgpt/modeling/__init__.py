@@ -1,16 +1,16 @@
-from smolrgpt.modeling.config import PRESETS, SmolRGPTConfig
-from smolrgpt.modeling.model import FrameFeatures, InputMismatchError, SmolRGPTForConditionalGeneration
-from smolrgpt.processing.processor import SmolRGPTProcessor
+"""The SmolRGPT model: configuration, modules, checkpoints and inference precision.
+
+Names are imported on first use (PEP 562), so a module that needs only a light part of this package
+(`modeling.families`, `modeling.config`) does not pay for importing the model and torch.
+"""
+import importlib
+
+_EXPORTS = {"PRESETS": "config", "SmolRGPTConfig": "config", "SmolRGPTForConditionalGeneration": "model",
+            "FrameFeatures": "model", "InputMismatchError": "model"}
+__all__ = sorted(_EXPORTS)
 
 
-def _register_auto_class() -> None:
-    """So that AutoProcessor loads SmolRGPT folders: registered here, where the config is known, because
-    the processor sits below the model."""
-    from transformers import AutoProcessor
-
-    AutoProcessor.register(SmolRGPTConfig, SmolRGPTProcessor, exist_ok=True)
-
-
-_register_auto_class()
-
-__all__ = ["PRESETS", "SmolRGPTConfig", "SmolRGPTForConditionalGeneration", "FrameFeatures", "InputMismatchError"]
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"smolrgpt.modeling.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'smolrgpt.modeling' has no attribute {name!r}")

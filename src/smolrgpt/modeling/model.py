@@ -336,10 +336,14 @@ class SmolRGPTForConditionalGeneration(SmolRGPTPreTrainedModel):
 
 
 def _register_auto_class() -> None:
-    """So that AutoModelForImageTextToText loads SmolRGPT folders once smolrgpt's model is imported."""
-    from transformers import AutoModelForImageTextToText
+    """So that AutoModelForImageTextToText and AutoProcessor load SmolRGPT folders once smolrgpt's model is
+    imported (registered here, where the config is known, because the processor sits below the model)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from smolrgpt.processing.processor import SmolRGPTProcessor
 
     AutoModelForImageTextToText.register(SmolRGPTConfig, SmolRGPTForConditionalGeneration, exist_ok=True)
+    AutoProcessor.register(SmolRGPTConfig, SmolRGPTProcessor, exist_ok=True)
 
 
 _register_auto_class()
