@@ -1,4 +1,4 @@
-"""`smolrgpt serve`: the HTTP service and web page for a checkpoint (see api.py)."""
+"""`smolrgpt serve`: the HTTP service and web page for a checkpoint (see serving/api.py)."""
 from __future__ import annotations
 
 import argparse
@@ -63,7 +63,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def build_app(args):
-    """Load the checkpoint and make the app (no server yet); used by `run_serve` and tests."""
+    """Load the checkpoint and make the app (no server yet)."""
     from pathlib import Path
 
     import torch
