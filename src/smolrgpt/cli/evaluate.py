@@ -18,6 +18,7 @@ from smolrgpt.errors import SampleError
 from smolrgpt.evaluation.normalize import UNANSWERABLE, classify_question, normalize_answer
 from smolrgpt.evaluation.score import DEFAULT_RULE, RULES, SubmissionError, read_text_file, score_files
 from smolrgpt.evaluation.summary import format_report, write_bench_evaluation, write_chart, write_evaluation
+from smolrgpt.precision_modes import PRECISION_HELP, PRECISIONS
 
 
 # --------------------------------------------------------------------------- predict, eval
@@ -34,8 +35,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (answers stop at their end)")
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--precision", choices=("fp32", "fp16w", "int8", "bf16", "auto"), default="fp32",
-                   help="fp32, fp16w or int8 (fp16 / int8 weights, fp32 math; CPU), bf16 (GPU), or auto: the fastest mode the accuracy gate found to keep fp32's answers (docs/performance.md)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help=PRECISION_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bars (answers, weight loading)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice, one per core); 1 is faster for tiny models "

@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PRECISIONS = ("auto", "fp32", "fp16w", "int8", "bf16")
+from smolrgpt.precision_modes import PRECISIONS
+
 WEIGHT_LAYOUTS = ("auto", "row", "column")
 # Below this many bytes of language-model weights the weights stay in the CPU caches between tokens and
 # decoding is not limited by memory reads, so the layout is left alone and auto keeps fp32 weights.
