@@ -77,7 +77,7 @@ def measure_one(preset: str, stage: int, batch_size: int, steps: int, optimizer_
     import torch
 
     from smolrgpt.training import recipe
-    from smolrgpt.training.commands import tune_allocator
+    from smolrgpt.training.allocator import tune_allocator
     from smolrgpt.training.config import OptimSection
 
     tune_allocator()

@@ -55,7 +55,7 @@ def test_serve_bad_options(ws, capsys, bad, needle):
 
 
 def test_ctrl_c_is_one_line(ws, capsys, monkeypatch):
-    import smolrgpt.modeling.commands as commands
+    import smolrgpt.cli.model as commands
 
     def interrupted(args):
         raise KeyboardInterrupt

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smolrgpt.errors import ConfigError
+from smolrgpt.precision_modes import PRECISIONS
 from smolrgpt.training.config import SettingsFile, apply_override, build_dataclass, read_yaml
 
 PACKAGED = Path(__file__).with_name("demo.yaml")
@@ -77,8 +78,8 @@ def validate(config: DemoConfig) -> DemoConfig:
          "budget.stage1_share + budget.stage2_share must be below 1 (stage 3 gets the rest)"),
         (b.min_steps > 0, "budget.min_steps must be positive"),
         (config.eval.batch_size > 0 and config.eval.max_new_tokens > 0, "eval: sizes must be positive"),
-        (config.eval.precision in ("fp32", "fp16w", "int8", "bf16", "auto"),
-         "eval.precision: fp32, fp16w, int8, bf16 or auto"),
+        (config.eval.precision in PRECISIONS,
+         f"eval.precision: {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PRECISIONS = ("auto", "fp32", "fp16w", "int8", "bf16")
+from smolrgpt.precision_modes import PRECISIONS
+
 WEIGHT_LAYOUTS = ("auto", "row", "onednn")
 # Below this many bytes of linear weights a model stays in the CPU caches and per-call overhead, not the
 # kernel, sets its speed: auto leaves the layout alone there and keeps fp32 language-model weights.

@@ -19,7 +19,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 def run_demo(args) -> int:
     from smolrgpt.demo.config import load_demo_config
     from smolrgpt.demo.runner import Demo
-    from smolrgpt.training.commands import tune_allocator
+    from smolrgpt.training.allocator import tune_allocator
 
     overrides = list(args.overrides)
     if args.budget is not None:

@@ -1,4 +1,4 @@
-"""`smolrgpt serve`: the HTTP service and web page for a checkpoint (see api.py)."""
+"""`smolrgpt serve`: the HTTP service and web page for a checkpoint (see serving/api.py)."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import ipaddress
 import sys
 
 from smolrgpt.errors import ConfigError
+from smolrgpt.precision_modes import PRECISION_HELP, PRECISIONS
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,8 +15,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the service)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--precision", choices=["fp32", "fp16w", "int8", "bf16", "auto"], default="fp32",
-                   help="fp32, fp16w or int8 (fp16 / int8 weights, fp32 math; CPU), bf16 (GPU), or auto: the fastest mode the accuracy gate found to keep fp32's answers (docs/performance.md)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help=PRECISION_HELP)
     p.add_argument("--max-batch", type=int, default=8, help="questions answered together in one model call")
     p.add_argument("--batch-wait-ms", type=float, default=10.0,
                    help="how long the first waiting question waits for others to join its batch")
@@ -63,7 +64,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def build_app(args):
-    """Load the checkpoint and make the app (no server yet); used by `run_serve` and tests."""
+    """Load the checkpoint and make the app (no server yet)."""
     from pathlib import Path
 
     import torch

@@ -1,8 +1,10 @@
 """The `smolrgpt` command: a thin dispatcher.
 
-Each sub-command lives in the module that owns its work and exposes two functions:
-`add_<name>_arguments(parser)` and `run_<name>(args) -> int`. Modules are imported only for the command being run,
-so `smolrgpt score` or `smolrgpt --help` never pay for importing torch.
+The command line is the package's top layer: each family of sub-commands is one module of this folder
+(argument parsing, messages, exit codes) calling the library folders below it, which never import it. A
+module exposes two functions per command: `add_<name>_arguments(parser)` and `run_<name>(args) -> int`.
+Modules are imported only for the command being run, so `smolrgpt score` or `smolrgpt --help` never pay
+for importing torch.
 """
 from __future__ import annotations
 
@@ -13,22 +15,22 @@ import sys
 
 # name -> (module, one-line description). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("smolrgpt.demo.commands", "the main job: synthetic data, 3-stage training, evaluation and report "
-                                       "within a time budget (resumable)"),
-    "info": ("smolrgpt.modeling.commands", "print a model preset's parameter counts per module and stage"),
-    "init": ("smolrgpt.modeling.commands", "write a randomly initialised (or backbone-initialised) checkpoint"),
-    "convert": ("smolrgpt.modeling.commands", "import a checkpoint in the original authors' key layout"),
-    "hello": ("smolrgpt.modeling.commands", "build the tiny model and answer one example question"),
-    "synth": ("smolrgpt.synth.commands", "generate the built-in synthetic warehouse data set (Track 3 layout)"),
-    "predict": ("smolrgpt.evaluation.eval_commands", "answer a split with a checkpoint (batched, resumable)"),
-    "eval": ("smolrgpt.evaluation.eval_commands", "predict, score and report on a split with answers"),
-    "score": ("smolrgpt.evaluation.commands", "score a Track 3 submission with the official formula"),
-    "normalize": ("smolrgpt.evaluation.commands", "free-form answers -> normalized answers (no model)"),
-    "data": ("smolrgpt.data.commands", "data-file tools: `data check FILE` validates every record"),
-    "ask": ("smolrgpt.serving.ask", "answer one question about an RGB-D frame and its regions"),
-    "serve": ("smolrgpt.serving.commands", "HTTP service (batched) and web page for a checkpoint"),
-    "train": ("smolrgpt.training.commands", "train one curriculum stage (YAML config + key=value overrides)"),
-    "curriculum": ("smolrgpt.training.commands", "run the three training stages in turn (resumable)"),
+    "demo": ("smolrgpt.cli.demo", "the main job: synthetic data, 3-stage training, evaluation and report "
+                                  "within a time budget (resumable)"),
+    "info": ("smolrgpt.cli.model", "print a model preset's parameter counts per module and stage"),
+    "init": ("smolrgpt.cli.model", "write a randomly initialised (or backbone-initialised) checkpoint"),
+    "convert": ("smolrgpt.cli.model", "import a checkpoint in the original authors' key layout"),
+    "hello": ("smolrgpt.cli.model", "build the tiny model and answer one example question"),
+    "synth": ("smolrgpt.cli.synth", "generate the built-in synthetic warehouse data set (Track 3 layout)"),
+    "predict": ("smolrgpt.cli.evaluate", "answer a split with a checkpoint (batched, resumable)"),
+    "eval": ("smolrgpt.cli.evaluate", "predict, score and report on a split with answers"),
+    "score": ("smolrgpt.cli.evaluate", "score a Track 3 submission with the official formula"),
+    "normalize": ("smolrgpt.cli.evaluate", "free-form answers -> normalized answers (no model)"),
+    "data": ("smolrgpt.cli.data", "data-file tools: `data check FILE` validates every record"),
+    "ask": ("smolrgpt.cli.ask", "answer one question about an RGB-D frame and its regions"),
+    "serve": ("smolrgpt.cli.serve", "HTTP service (batched) and web page for a checkpoint"),
+    "train": ("smolrgpt.cli.train", "train one curriculum stage (YAML config + key=value overrides)"),
+    "curriculum": ("smolrgpt.cli.train", "run the three training stages in turn (resumable)"),
 }
 
 
@@ -83,6 +85,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"smolrgpt {args.command}: error: an input file is nested too deeply to read", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from smolrgpt.data.sample import MASK_TAG, Region
 from smolrgpt.errors import SmolRGPTError
+from smolrgpt.precision_modes import PRECISION_HELP, PRECISIONS
 
 
 class AskError(SmolRGPTError, ValueError):
@@ -50,8 +51,8 @@ def add_ask_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit in tokens")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--precision", choices=["fp32", "fp16w", "int8", "bf16", "auto"], default="fp32",
-                   help="fp32, fp16w or int8 (fp16 / int8 weights, fp32 math; CPU), bf16 (GPU), or auto: the fastest mode the accuracy gate found to keep fp32's answers (docs/performance.md)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help=PRECISION_HELP)
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice, one per core); 1 is faster for tiny models "
                         "and on busy machines")

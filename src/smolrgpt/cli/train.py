@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from smolrgpt.errors import ConfigError
+from smolrgpt.training.allocator import tune_allocator
 
 _STAGE_PREFIX = re.compile(r"^stage(\d+)\.(.+)$")
 
@@ -19,26 +20,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in train.output_dir from its `last` checkpoint, exactly")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-
-
-def tune_allocator() -> bool:
-    """Keep memory that a step frees inside the process (glibc malloc) instead of returning it to the
-    OS after every step: each step would otherwise fault the same pages in again, which on virtual
-    machines made the first steps of a tiny run up to 40x slower. Off with SMOLRGPT_MALLOC_TUNING=0."""
-    import ctypes
-    import ctypes.util
-    import os
-    import sys
-
-    if os.environ.get("SMOLRGPT_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, (1 << 31) - 1)
-        return bool(ok)
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-        return False
 
 
 def run_train(args) -> int:
