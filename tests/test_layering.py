@@ -21,7 +21,6 @@ ROOT = "__init__"  # the unit of src/smolrgpt/__init__.py, and of a name importe
 LAYERS = [
     ROOT,  # runs before any smolrgpt module; its re-exports load by name on first use, not at import
     "errors",
-    "precision_modes",  # the precision names, torch-free so the command line can list them
     "atomic",  # atomic writes, on errors
     "data",  # readers and the one Sample type
     "processing",  # the processor: images, regions, prompts, cache, data check

@@ -1,4 +1,4 @@
-"""The precision mode names are defined once (smolrgpt/precision_modes.py): every command's --precision
+"""The precision mode names are defined once (smolrgpt/modeling/precision_modes.py): every command's --precision
 offers exactly the modes apply_precision accepts, and the demo's settings check the same names."""
 import argparse
 import copy

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from smolrgpt.data.sample import MASK_TAG, Region
 from smolrgpt.errors import SmolRGPTError
-from smolrgpt.precision_modes import PRECISION_HELP, PRECISIONS
+from smolrgpt.modeling.precision_modes import PRECISION_HELP, PRECISIONS
 
 
 class AskError(SmolRGPTError, ValueError):

@@ -18,7 +18,7 @@ from smolrgpt.errors import SampleError
 from smolrgpt.evaluation.normalize import UNANSWERABLE, classify_question, normalize_answer
 from smolrgpt.evaluation.score import DEFAULT_RULE, RULES, SubmissionError, read_text_file, score_files
 from smolrgpt.evaluation.summary import format_report, write_bench_evaluation, write_chart, write_evaluation
-from smolrgpt.precision_modes import PRECISION_HELP, PRECISIONS
+from smolrgpt.modeling.precision_modes import PRECISION_HELP, PRECISIONS
 
 
 # --------------------------------------------------------------------------- predict, eval

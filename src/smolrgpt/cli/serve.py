@@ -6,7 +6,7 @@ import ipaddress
 import sys
 
 from smolrgpt.errors import ConfigError
-from smolrgpt.precision_modes import PRECISION_HELP, PRECISIONS
+from smolrgpt.modeling.precision_modes import PRECISION_HELP, PRECISIONS
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:

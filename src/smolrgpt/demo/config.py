@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smolrgpt.errors import ConfigError
-from smolrgpt.precision_modes import PRECISIONS
+from smolrgpt.modeling.precision_modes import PRECISIONS
 from smolrgpt.training.config import SettingsFile, apply_override, build_dataclass, read_yaml
 
 PACKAGED = Path(__file__).with_name("demo.yaml")

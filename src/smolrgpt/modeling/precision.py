@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smolrgpt.precision_modes import PRECISIONS
+from smolrgpt.modeling.precision_modes import PRECISIONS
 
 WEIGHT_LAYOUTS = ("auto", "row", "onednn")
 # Below this many bytes of linear weights a model stays in the CPU caches and per-call overhead, not the
