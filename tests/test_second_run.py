@@ -182,3 +182,9 @@ def test_no_progress_silences_the_weight_loading_bar(ws, tmp_path, capsys, comma
     finally:
         if not was:
             hf_logging.disable_progress_bar()
+
+
+def test_predict_with_auto_says_which_mode_it_chose(ws, tmp_path, capsys):
+    rc, _, err = run_cli(_predict(ws, tmp_path / "run", "--precision", "auto"), capsys)
+    # the tiny model's weights stay in the CPU caches: auto keeps fp32 and F.linear (modeling/precision.py)
+    assert rc == 0 and "precision=auto: fp32, remaining fp32 linear layers: row" in err, err

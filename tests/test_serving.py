@@ -402,6 +402,7 @@ def test_health_docs_page_and_examples(client):
     assert model["name"] == "lively-tiny" and model["preset"] == "smolrgpt-tiny"
     assert model["vision"]["hidden_size"] == 64 and model["language"]["hidden_size"] == 128
     assert model["num_image_tokens"] == 64 and model["parameters"] > 1_000_000
+    assert (model["precision"], model["weight_layout"]) == ("fp32", "row")  # an unconverted model: fp32, F.linear
     spec = client.get("/openapi.json").json()
     ask = spec["paths"]["/v1/ask"]["post"]
     assert set(ask["requestBody"]["content"]) == {"application/json", "multipart/form-data"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,10 @@ def _load(args, samples: list | None = None):
                                    batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
         except ValueError as exc:  # a precision the device cannot run
             raise SmolRGPTError(str(exc)) from None
+    if args.precision == "auto":  # say what auto chose: the answers depend on it
+        model = engine.model
+        print(f"precision=auto: {model.inference_precision}, remaining fp32 linear layers: {model.weight_layout}",
+              file=sys.stderr)
     return samples, engine
 
 

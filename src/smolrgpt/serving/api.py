@@ -321,7 +321,9 @@ class Service:
                 "language": {"hidden_size": text.hidden_size, "layers": text.num_hidden_layers,
                              "vocab_size": text.vocab_size},
                 "num_image_tokens": cfg.num_image_tokens, "mask_grid": cfg.mask_grid,
-                "device": str(self.engine.device), "max_new_tokens": self.engine.max_new_tokens}
+                "device": str(self.engine.device), "max_new_tokens": self.engine.max_new_tokens,
+                "precision": getattr(self.engine.model, "inference_precision", "fp32"),
+                "weight_layout": getattr(self.engine.model, "weight_layout", "row")}
         return self._model_info
 
     def health(self) -> dict:
