@@ -8,9 +8,9 @@ bytes and keep activations, accumulation, the vision tower and the connectors in
   kernel also runs 2-8-row batches and prefill no slower than MKL's fp32 (benchmarks/inference.py).
 - `int8`: weight-only int8, one symmetric scale per output channel, through ATen's int8-packed matmul
   (`torch._weight_int8pack_mm`, what torchao's int8 weight-only quantisation lowers to). A quarter of the
-  bytes, but on torch 2.13's CPU build that kernel computes about 0.5 GMAC/s, several times slower than
-  fp32 even at batch 1, and it changed 22 of 32 greedy answers of the real SmolLM2-135M, so `auto` never
-  picks it. Layers that see more than INT8_PACKED_ROWS rows at once (prefill) multiply with the
+  bytes, but on torch 2.13's CPU build that kernel is several times slower than fp32 at 1-8 rows (6 and
+  5 GFLOP/s against 36 and 64 for MKL, benchmarks/linear_kernels.py), and it changed 22 of 32 greedy
+  answers of the real SmolLM2-135M, so `auto` never picks it. Layers that see more than INT8_PACKED_ROWS rows at once (prefill) multiply with the
   dequantised weight instead.
 The old int8 mode (torch.ao dynamic quantisation, deprecated, and it quantised activations too, which
 changed 7 of 8 greedy answers of the real SmolLM2-135M) is gone; `int8` now names the weight-only mode.
