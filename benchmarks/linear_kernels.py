@@ -1,6 +1,8 @@
 """The linear-layer kernels behind the precision modes, side by side: milliseconds per call and GFLOP/s
 for each row count and weight shape, with F.linear (MKL on torch's x86 CPU build), `OneDnnLinear`
-(fp32, oneDNN from a reordered weight), `Fp16WeightLinear` (fp16w) and `Int8WeightLinear` (int8).
+(fp32, oneDNN from a reordered weight), `Fp16WeightLinear` (fp16w), `Int8WeightLinear` (int8), and for
+reference a bf16 F.linear on bf16 inputs (a CPU speed only: bf16 is not a CPU mode, its answers are not
+gated).
 
     python benchmarks/linear_kernels.py
     python benchmarks/linear_kernels.py --rows 1 8 64 512 --shapes 2560x960 960x2560 3072x768
@@ -12,6 +14,7 @@ JSON line.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import sys
@@ -19,7 +22,7 @@ import time
 
 import torch
 
-KINDS = ("F.linear", "onednn", "fp16w", "int8")
+KINDS = ("F.linear", "onednn", "fp16w", "int8", "bf16")
 
 
 def layer_of(kind: str, linear: torch.nn.Linear):
@@ -27,6 +30,9 @@ def layer_of(kind: str, linear: torch.nn.Linear):
 
     if kind == "onednn" and not onednn_available():
         return None
+    if kind == "bf16":
+        half = copy.deepcopy(linear).to(torch.bfloat16)
+        return lambda x: half(x.to(torch.bfloat16))
     return {"F.linear": lambda x: x, "onednn": OneDnnLinear, "fp16w": Fp16WeightLinear,
             "int8": Int8WeightLinear}[kind](linear)
 
