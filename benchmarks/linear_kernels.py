@@ -26,10 +26,11 @@ KINDS = ("F.linear", "onednn", "fp16w", "int8", "bf16")
 
 
 def layer_of(kind: str, linear: torch.nn.Linear):
-    from smolrgpt.modeling.precision import Fp16WeightLinear, Int8WeightLinear, OneDnnLinear, onednn_available
+    from smolrgpt.modeling.precision import (Fp16WeightLinear, Int8WeightLinear, OneDnnLinear, onednn_available,
+                                             supported)
 
-    if kind == "onednn" and not onednn_available():
-        return None
+    if (kind == "onednn" and not onednn_available()) or (kind == "fp16w" and not supported("fp16w", "cpu")):
+        return None  # this torch build or CPU has no such kernel
     if kind == "bf16":
         half = copy.deepcopy(linear).to(torch.bfloat16)
         return lambda x: half(x.to(torch.bfloat16))
