@@ -129,6 +129,7 @@ def apply_precision(model: nn.Module, precision: str, device: str | torch.device
                 and onednn_speedup(mix) >= 1.1):
             replace_linears(model, OneDnnLinear, fp32_only=True)
             model.weight_layout = "onednn"
+    log.info("precision %s; remaining fp32 linear layers: %s", resolved, model.weight_layout)
     return model
 
 
