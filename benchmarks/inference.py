@@ -49,15 +49,20 @@ def machine_limits(device: torch.device) -> tuple[float, float]:
             times.append(time.perf_counter() - t)
         return min(times)
 
-    from smolrgpt.modeling.precision import ONEDNN_BATCH_HINT, onednn_available
+    from smolrgpt.modeling.precision import OneDnnLinear, onednn_available
+
+    def onednn_layer(weight):  # the layer the model runs: weight [out, in]
+        linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False).requires_grad_(False)
+        linear.weight.copy_(weight)
+        return OneDnnLinear(linear)
 
     onednn = device.type == "cpu" and onednn_available()
     n = 2048
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     matmuls = [lambda: torch.mm(a, b)]
     if onednn:
-        packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), ONEDNN_BATCH_HINT)
-        matmuls.append(lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], ""))
+        product = onednn_layer(b.t())
+        matmuls.append(lambda: product(a))
     for fn in matmuls:
         fn()
     flops = max(2 * n**3 * 4 / best(lambda: [fn() for _ in range(4)], 3) / 1e9 for fn in matmuls)
@@ -65,8 +70,8 @@ def machine_limits(device: torch.device) -> tuple[float, float]:
     m, v = torch.randn(rows, rows, device=device), torch.randn(rows, device=device)
     reads = [lambda: torch.mv(m, v), lambda: m.sum()]
     if onednn:
-        packed_m = torch.ops.mkldnn._reorder_linear_weight(m, ONEDNN_BATCH_HINT)
-        reads.append(lambda: torch.ops.mkldnn._linear_pointwise(v[None], packed_m, None, "none", [], ""))
+        matvec = onednn_layer(m)
+        reads.append(lambda: matvec(v[None]))
     for fn in reads:
         fn()
     bandwidth = max(m.numel() * 4 / best(fn, 5) / 1e9 for fn in reads)

@@ -27,6 +27,8 @@ import time
 
 import torch
 
+from smolrgpt.modeling.precision import WEIGHT_LAYOUTS
+
 MIN_IDENTICAL = 0.99
 MAX_SCORE_DROP = 0.5
 PROMPTS = [
@@ -141,7 +143,7 @@ def main(argv=None) -> int:
     parser.add_argument("--real-lm", action="store_true", help="the real SmolLM2-135M instead of a checkpoint")
     parser.add_argument("--modes", default="fp32,fp16w,int8",
                         help=f"comma-separated, each held against {REFERENCE} (fp32 through F.linear)")
-    parser.add_argument("--weight-layout", default="auto", choices=("auto", "row", "onednn"),
+    parser.add_argument("--weight-layout", default="auto", choices=WEIGHT_LAYOUTS,
                         help="how the modes run their fp32 linear layers on a CPU (the reference: row)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (checkpoint mode; modes: fp32,bf16 on GPUs)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N questions of the split")

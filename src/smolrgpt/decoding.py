@@ -63,21 +63,30 @@ def _seeded(cache, prefixes):
     return cache
 
 
+def _suffix_mask(lengths: list[int], prefix_len: int, width: int, device) -> torch.Tensor:
+    """[b, width] attention mask of rows laid out as [prefix | padding | suffix]: the prefix and each
+    row's suffix, right-aligned to the longest of `lengths`, set."""
+    longest = max(lengths)
+    mask = torch.zeros(len(lengths), width, dtype=torch.long, device=device)
+    mask[:, :prefix_len] = 1
+    for row, n in enumerate(lengths):
+        mask[row, prefix_len + longest - n: prefix_len + longest] = 1
+    return mask
+
+
 def _prefill(language_model, cache, prefix_len: int, suffix_embeds, mask_len: int | None = None):
     """Prefill suffixes after the prefixes `cache` holds, each right-aligned to the longest g of them
     ([prefix | padding | suffix], padding masked out, positions continuing from the prefix). Returns (last
     logits [b, V], the attention mask [b, mask_len or P + g] with the prefix and suffix positions set, g)."""
     batch, longest = len(suffix_embeds), max(x.shape[0] for x in suffix_embeds)
-    mask_len = mask_len or prefix_len + longest
     first = suffix_embeds[0]
+    mask = _suffix_mask([x.shape[0] for x in suffix_embeds], prefix_len, mask_len or prefix_len + longest,
+                        first.device)
     embeds = torch.zeros(batch, longest, first.shape[-1], dtype=first.dtype, device=first.device)
-    mask = torch.zeros(batch, mask_len, dtype=torch.long, device=first.device)
-    mask[:, :prefix_len] = 1
     positions = torch.zeros(batch, longest, dtype=torch.long, device=first.device)
     for row, suffix in enumerate(suffix_embeds):
         n = suffix.shape[0]
         embeds[row, longest - n:] = suffix
-        mask[row, prefix_len + longest - n: prefix_len + longest] = 1
         positions[row, longest - n:] = torch.arange(prefix_len, prefix_len + n, device=first.device)
     logits = language_model(inputs_embeds=embeds, attention_mask=mask[:, :prefix_len + longest],
                             position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
@@ -134,10 +143,7 @@ def generate_from_prefixes(language_model, embed_tokens, prefixes: list[list[tup
         logits, mask, _ = _prefill(language_model, cache, prefix_len, suffix_embeds, total)
     else:
         logits, cache = _prefill_in_groups(language_model, prefixes, suffix_embeds, groups, total)
-        mask = torch.zeros(batch, total, dtype=torch.long, device=device)
-        mask[:, :prefix_len] = 1
-        for row, n in enumerate(lengths_list):
-            mask[row, prefix_len + longest - n: prefix_len + longest] = 1
+        mask = _suffix_mask(lengths_list, prefix_len, total, device)
     lengths = torch.tensor(lengths_list, device=device)
     if timings is not None:
         timings["prefill_s"] += time.perf_counter() - started

@@ -10,8 +10,8 @@ bytes and keep activations, accumulation, the vision tower and the connectors in
   (`torch._weight_int8pack_mm`, what torchao's int8 weight-only quantisation lowers to). A quarter of the
   bytes, but on torch 2.13's CPU build that kernel is several times slower than fp32 at 1-8 rows (6 and
   5 GFLOP/s against 36 and 64 for MKL, benchmarks/linear_kernels.py), and it changed 22 of 32 greedy
-  answers of the real SmolLM2-135M, so `auto` never picks it. Layers that see more than INT8_PACKED_ROWS rows at once (prefill) multiply with the
-  dequantised weight instead.
+  answers of the real SmolLM2-135M, so `auto` never picks it. Layers that see more than INT8_PACKED_ROWS
+  rows at once (prefill) multiply with the dequantised weight instead.
 The old int8 mode (torch.ao dynamic quantisation, deprecated, and it quantised activations too, which
 changed 7 of 8 greedy answers of the real SmolLM2-135M) is gone; `int8` now names the weight-only mode.
 
@@ -22,8 +22,9 @@ On a CPU every nn.Linear that a mode leaves in fp32 (the whole model in fp32; th
 connectors and region extensions in fp16w and int8) can be run by oneDNN from a weight reordered once
 into its blocked layout (`OneDnnLinear`): the same fp32 math, only the order of the sums differs. torch's
 CPU build sends F.linear to MKL, which on some x86 CPUs (AMD's among them) takes a narrower code path:
-there oneDNN ran 2-2.8x faster for the vision tower's and prefill's products and streamed batch-1 and
-2-8-row decoding weights 1.5-3x faster (benchmarks/decode_profile.py). `weight_layout="auto"` measures
+there oneDNN ran 2.3-2.6x faster for the vision tower's and prefill's products and 1.8-5.3x faster for
+1-8-row decoding products (benchmarks/linear_kernels.py), and a batch-1 decode step of SmolLM2-360M took
+2.0x less time (benchmarks/decode_profile.py). `weight_layout="auto"` measures
 both on the running CPU once per process and keeps oneDNN only where it is at least 1.1x faster.
 """
 from __future__ import annotations
@@ -125,7 +126,7 @@ def apply_precision(model: nn.Module, precision: str, device: str | torch.device
         shapes = linear_shapes(model, fp32_only=True)
         mix = tuple(sorted((shape, shapes.count(shape)) for shape in set(shapes)))
         if weight_layout == "onednn" or (
-                onednn_available() and sum(4 * o * i for o, i in shapes) >= LAYOUT_MIN_BYTES
+                onednn_available() and _fp32_bytes(shapes) >= LAYOUT_MIN_BYTES
                 and onednn_speedup(mix) >= 1.1):
             replace_linears(model, OneDnnLinear, fp32_only=True)
             model.weight_layout = "onednn"
@@ -193,7 +194,11 @@ class Int8WeightLinear(nn.Module):
 
 def _linear_bytes(module: nn.Module) -> int:
     """Bytes of the distinct nn.Linear weights of `module` in fp32."""
-    return sum(4 * o * i for o, i in linear_shapes(module))
+    return _fp32_bytes(linear_shapes(module))
+
+
+def _fp32_bytes(shapes: list[tuple[int, int]]) -> int:
+    return sum(4 * o * i for o, i in shapes)
 
 
 def linear_shapes(module: nn.Module, fp32_only: bool = False) -> list[tuple[int, int]]:
@@ -265,17 +270,19 @@ def onednn_speedup(mix: tuple[tuple[tuple[int, int], int], ...], probe_bytes: in
     caches; the two kinds take turns, so a change in the machine's load meets both."""
     total = sum(n * o * i for (o, i), n in mix)
     shapes = [(o, i, max(1, round(probe_bytes * n / total / (4 * o * i)))) for (o, i), n in mix]
-    plain = [torch.full((o, i), 0.5) for o, i, count in shapes for _ in range(count)]
-    packed = [torch.ops.mkldnn._reorder_linear_weight(w, ONEDNN_BATCH_HINT) for w in plain]
-    inputs = {n: [torch.full((n, w.shape[1]), 0.5) for w in plain] for n in rows}
+    plain = []
+    for o, i, count in shapes:
+        for _ in range(count):
+            layer = nn.Linear(i, o, bias=False).requires_grad_(False)
+            layer.weight.fill_(0.5)
+            plain.append(layer)
+    layers = {False: plain, True: [OneDnnLinear(layer) for layer in plain]}
+    inputs = {n: [torch.full((n, layer.in_features), 0.5) for layer in plain] for n in rows}
 
     def one_pass(onednn: bool, n: int) -> float:
         start = time.perf_counter()
-        for w, p, x in zip(plain, packed, inputs[n]):
-            if onednn:
-                torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "")
-            else:
-                F.linear(x, w)
+        for layer, x in zip(layers[onednn], inputs[n]):
+            layer(x)
         return time.perf_counter() - start
 
     best = {(kind, n): float("inf") for kind in (False, True) for n in rows}
